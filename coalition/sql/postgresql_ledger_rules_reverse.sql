@@ -1,0 +1,10 @@
+DROP TRIGGER IF EXISTS coalition_account_hold_guard ON coalition_account;
+DROP FUNCTION IF EXISTS coalition_check_hold_reserve();
+DROP TRIGGER IF EXISTS coalition_entry_posts_to_wallet ON coalition_entry;
+DROP FUNCTION IF EXISTS coalition_post_to_wallet();
+DROP TRIGGER IF EXISTS coalition_transaction_balanced ON coalition_transaction;
+DROP TRIGGER IF EXISTS coalition_entry_balanced ON coalition_entry;
+DROP FUNCTION IF EXISTS coalition_check_balanced();
+DROP TRIGGER IF EXISTS coalition_transaction_immutable ON coalition_transaction;
+DROP TRIGGER IF EXISTS coalition_entry_append_only ON coalition_entry;
+DROP FUNCTION IF EXISTS coalition_reject_change();

@@ -1,0 +1,78 @@
+"""Shared fixtures. Tests marked `postgres` / `redis` need the real servers: without them
+they are skipped locally and fail the run under CI=true, so CI can never pass by skipping."""
+
+import os
+
+import pytest
+from django.conf import settings
+
+from tests import factories
+
+
+def _is_postgres() -> bool:
+    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+
+
+def _redis_reachable() -> bool:
+    url = os.environ.get("CELERY_BROKER_URL", "")
+    if not url.startswith("redis://"):
+        return False
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}: CI must run this test, not skip it", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("postgres") and not _is_postgres():
+        _unavailable("needs PostgreSQL: set DATABASE_URL=postgres://...")
+    if item.get_closest_marker("redis") and not _redis_reachable():
+        _unavailable("needs Redis: set CELERY_BROKER_URL=redis://...")
+
+
+@pytest.fixture
+def programme(db):
+    """The programme with rules that keep tests short: no minimum redemption."""
+    from coalition.services import programme_get
+
+    programme = programme_get()
+    programme.min_redemption_points = 1
+    programme.save()
+    return programme
+
+
+@pytest.fixture
+def partner(db):
+    return factories.PartnerFactory()
+
+
+@pytest.fixture
+def other_partner(db):
+    return factories.PartnerFactory()
+
+
+@pytest.fixture
+def member(db, programme):
+    return factories.member()
+
+
+@pytest.fixture
+def charity(db):
+    return factories.CharityFactory()
+
+
+@pytest.fixture
+def staff_user(db):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user(
+        username="finance", password="x-Str0ng-pass", is_staff=True
+    )
