@@ -67,7 +67,7 @@ def member_expiring_points(
     now = now or timezone.now()
     programme = Programme.objects.order_by("id").first()
     if programme and programme.expiry_policy == Programme.ExpiryPolicy.INACTIVITY:
-        from .services import add_months
+        from .services.posting import add_months
 
         wallet = member_wallet(member=member)
         if wallet.balance <= 0 or wallet.last_activity_at is None:

@@ -13,4 +13,6 @@ class Command(BaseCommand):
                 self.stderr.write(problem)
             self.stdout.write(f"ledger broken: {len(report.problems)} problems")
             raise SystemExit(1)
-        self.stdout.write(f"ledger ok: {report.transactions} transactions, {report.entries} entries")
+        self.stdout.write(
+            f"ledger ok: {report.transactions} transactions, {report.entries} entries"
+        )

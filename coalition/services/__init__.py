@@ -1,0 +1,85 @@
+"""Writes to the programme and its points ledger.
+
+Every service validates its input, locks only the member wallets it moves (in member-id
+order), writes one balanced transaction, and raises a `CoalitionError` with a contract code
+when a rule refuses the request, in which case nothing is written.
+
+Wallet balances are maintained by the database from the entries themselves (a trigger, see
+coalition/sql/); the services maintain `held` (points reserved by holds), lots and activity.
+"""
+
+from ..errors import (
+    AlreadyReversed,
+    CoalitionError,
+    HoldNotActive,
+    IdempotencyConflict,
+    InsufficientPoints,
+    InvalidInput,
+    InvalidState,
+    LimitExceeded,
+    MemberNotActive,
+    NotFound,
+)
+from .adjustments import points_adjust
+from .expiry import points_expire_due
+from .holds import hold_authorize, hold_capture, hold_void, holds_expire_due
+from .idempotency import (
+    idempotency_record,
+    idempotency_replay,
+    ledger_write,
+    request_fingerprint,
+    transaction_replay,
+)
+from .members import luhn_check_digit, luhn_valid, member_create, member_set_status
+from .points import points_burn, points_donate, points_earn
+from .posting import (
+    add_months,
+    lot_expiry,
+    programme_get,
+    system_account_id,
+    validate_idempotency_key,
+    validate_points,
+    validate_text,
+)
+from .reversals import reversible_points, split_largest_remainder, transaction_reverse
+
+__all__ = [
+    "AlreadyReversed",
+    "CoalitionError",
+    "HoldNotActive",
+    "IdempotencyConflict",
+    "InsufficientPoints",
+    "InvalidInput",
+    "InvalidState",
+    "LimitExceeded",
+    "MemberNotActive",
+    "NotFound",
+    "add_months",
+    "hold_authorize",
+    "hold_capture",
+    "hold_void",
+    "holds_expire_due",
+    "idempotency_record",
+    "idempotency_replay",
+    "ledger_write",
+    "lot_expiry",
+    "luhn_check_digit",
+    "luhn_valid",
+    "member_create",
+    "member_set_status",
+    "points_adjust",
+    "points_burn",
+    "points_donate",
+    "points_earn",
+    "points_expire_due",
+    "programme_get",
+    "request_fingerprint",
+    "reversible_points",
+    "split_largest_remainder",
+    "system_account_id",
+    "transaction_replay",
+    "transaction_reverse",
+    "validate_idempotency_key",
+    "validate_points",
+    "validate_text",
+]

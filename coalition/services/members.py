@@ -1,0 +1,119 @@
+"""Enrolling members and changing their status."""
+
+import logging
+import secrets
+from datetime import datetime
+from typing import Any, TypeVar
+
+from django.contrib.auth.hashers import make_password
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from ..errors import (
+    InvalidInput,
+    InvalidState,
+)
+from ..models import (
+    Account,
+    LedgerTransaction,
+    Member,
+)
+from .idempotency import _setting
+from .posting import validate_text
+
+logger = logging.getLogger(__name__)
+
+Kind = LedgerTransaction.Kind
+MAX_TEXT_LENGTH = 255
+# PostgreSQL: serialization failure, deadlock detected, lock not available.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+IDEMPOTENCY_CONSTRAINTS = frozenset(
+    {"transaction_idempotency_unique", "hold_idempotency_unique", "idempotency_record_unique"}
+)
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- members
+
+
+def luhn_check_digit(digits: str) -> str:
+    """The Luhn check digit that makes `digits + check` valid."""
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char)
+        if index % 2 == 0:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return str((10 - total % 10) % 10)
+
+
+def luhn_valid(number: str) -> bool:
+    return number.isdigit() and luhn_check_digit(number[:-1]) == number[-1]
+
+
+def _new_member_number() -> str:
+    prefix = _setting("MEMBER_NUMBER_PREFIX")
+    body = prefix + "".join(secrets.choice("0123456789") for _ in range(15 - len(prefix)))
+    return body + luhn_check_digit(body)
+
+
+def _new_referral_code() -> str:
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no look-alikes
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def member_create(
+    *,
+    email: str,
+    display_name: str,
+    password: str | None = None,
+    birth_date: Any = None,
+    referred_by: Member | None = None,
+    now: datetime | None = None,
+) -> Member:
+    """Enrol a member: a unique 16-digit Luhn member number, a wallet and a referral code."""
+    email = validate_text(email, field="email", required=True).strip()
+    if "@" not in email or email.startswith("@") or email.endswith("@") or " " in email:
+        raise InvalidInput("Not a valid email address", field="email")
+    display_name = validate_text(display_name, field="displayName", required=True).strip()
+    if Member.objects.filter(email__iexact=email).exists():
+        raise InvalidInput("A member with this email already exists", field="email")
+    now = now or timezone.now()
+    for _attempt in range(10):
+        try:
+            with transaction.atomic():
+                member = Member.objects.create(
+                    member_number=_new_member_number(),
+                    email=email,
+                    display_name=display_name,
+                    birth_date=birth_date,
+                    password=make_password(password) if password else "",
+                    referral_code=_new_referral_code(),
+                    referred_by=referred_by,
+                    created_at=now,
+                )
+                Account.objects.create(
+                    kind=Account.Kind.MEMBER_WALLET, member=member, last_activity_at=now
+                )
+                return member
+        except IntegrityError as exc:
+            if "email" in str(exc).lower():
+                raise InvalidInput(
+                    "A member with this email already exists", field="email"
+                ) from exc
+            # A member number or referral code collided: draw again.
+    raise RuntimeError("could not allocate a unique member number")
+
+
+def member_set_status(*, member: Member, status: str) -> Member:
+    """Suspend, close or reactivate a member. A closed member stays closed."""
+    if status not in Member.Status.values:
+        raise InvalidInput(f"Unknown status {status!r}", field="status")
+    if member.status == Member.Status.CLOSED and status != Member.Status.CLOSED:
+        raise InvalidState("A closed member cannot be reopened")
+    member.status = status
+    member.save(update_fields=["status"])
+    return member

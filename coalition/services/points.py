@@ -1,0 +1,283 @@
+"""Earning, burning and donating points."""
+
+import logging
+from datetime import datetime
+from typing import Any, TypeVar
+
+from django.db.models import Sum
+from django.utils import timezone
+
+from ..errors import (
+    InvalidInput,
+    LimitExceeded,
+)
+from ..models import (
+    Account,
+    LedgerTransaction,
+    Member,
+)
+from .idempotency import ledger_write, request_fingerprint, transaction_replay
+from .posting import (
+    Leg,
+    _consume_lots,
+    _credit_lots,
+    _lock_wallet,
+    _mark_activity,
+    _post,
+    _release_due_holds,
+    _require_active_member,
+    _require_active_partner,
+    _require_spendable,
+    lot_expiry,
+    programme_get,
+    system_account_id,
+    validate_idempotency_key,
+    validate_points,
+    validate_text,
+)
+
+logger = logging.getLogger(__name__)
+
+Kind = LedgerTransaction.Kind
+MAX_TEXT_LENGTH = 255
+# PostgreSQL: serialization failure, deadlock detected, lock not available.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+IDEMPOTENCY_CONSTRAINTS = frozenset(
+    {"transaction_idempotency_unique", "hold_idempotency_unique", "idempotency_record_unique"}
+)
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- earning
+
+
+@ledger_write
+def points_earn(
+    *,
+    caller: str,
+    idempotency_key: str | None,
+    member: Member,
+    partner: Any = None,
+    partner_points: int = 0,
+    operator_points: int = 0,
+    kind: str = Kind.EARN,
+    reference: str = "",
+    purchase_amount: Any = None,
+    purchase_currency: str = "",
+    metadata: dict | None = None,
+    request_hash: str | None = None,
+    now: datetime | None = None,
+) -> LedgerTransaction:
+    """Credit a member: `partner_points` issued by the partner (it pays issuance at
+    settlement) plus `operator_points` from the operator's marketing account.
+
+    The points go into a new lot that expires by the programme's policy. A wallet that a
+    reversal took negative is repaid first.
+    """
+    if kind not in (Kind.EARN, Kind.BONUS):
+        raise InvalidInput(f"Cannot earn as {kind}", field="kind")
+    if idempotency_key is not None:
+        validate_idempotency_key(idempotency_key)
+    reference = validate_text(reference, field="reference")
+    for value, field in ((partner_points, "partnerPoints"), (operator_points, "operatorPoints")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidInput("Points must be a whole number, zero or more", field=field)
+    total = validate_points(partner_points + operator_points)
+    if partner_points:
+        _require_active_partner(partner)
+    request_hash = request_hash or request_fingerprint(
+        "points_earn",
+        member=member.pk,
+        partner=getattr(partner, "pk", None),
+        partner_points=partner_points,
+        operator_points=operator_points,
+        kind=kind,
+        reference=reference,
+        purchase_amount=purchase_amount,
+        purchase_currency=purchase_currency,
+    )
+    replay = transaction_replay(
+        caller=caller, idempotency_key=idempotency_key, request_hash=request_hash
+    )
+    if replay:
+        return replay
+    _require_active_member(member)
+    now = now or timezone.now()
+    legs = []
+    if partner_points:
+        issued = system_account_id(Account.Kind.PARTNER_ISSUED, partner_id=partner.pk)
+        legs.append(Leg(issued, -partner_points))
+    if operator_points:
+        legs.append(Leg(system_account_id(Account.Kind.OPERATOR_MARKETING), -operator_points))
+
+    wallet = _lock_wallet(member)
+    replay = transaction_replay(
+        caller=caller, idempotency_key=idempotency_key, request_hash=request_hash
+    )
+    if replay:
+        return replay
+    balance_before = wallet.balance
+    legs.append(Leg(wallet.pk, total))
+    txn = _post(
+        kind=kind,
+        legs=legs,
+        caller=caller,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        created_at=now,
+        member_id=member.pk,
+        wallet=wallet,
+        partner=partner,
+        reference=reference,
+        purchase_amount=purchase_amount,
+        purchase_currency=purchase_currency,
+        metadata=metadata,
+    )
+    _credit_lots(
+        wallet,
+        total,
+        balance_before=balance_before,
+        txn=txn,
+        expires_at=lot_expiry(programme_get(), now),
+    )
+    _mark_activity(wallet, now)
+    return txn
+
+
+# --------------------------------------------------------------------------- spending
+
+
+def _burn_rules(member: Member, points: int, now: datetime) -> None:
+    """Programme guards against abuse: a minimum redemption and a daily burn limit."""
+    programme = programme_get()
+    if points < programme.min_redemption_points:
+        raise InvalidInput(
+            f"At least {programme.min_redemption_points} points must be redeemed", field="points"
+        )
+    if programme.daily_burn_limit:
+        start_of_day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        burned_today = -(
+            LedgerTransaction.objects.filter(
+                member=member, kind=Kind.BURN, created_at__gte=start_of_day
+            ).aggregate(total=Sum("member_points"))["total"]
+            or 0
+        )
+        if burned_today + points > programme.daily_burn_limit:
+            raise LimitExceeded(
+                f"The daily limit of {programme.daily_burn_limit} redeemed points would be "
+                f"exceeded ({burned_today} already today)",
+                field="points",
+            )
+
+
+@ledger_write
+def points_burn(
+    *,
+    caller: str,
+    idempotency_key: str | None,
+    member: Member,
+    partner: Any,
+    points: int,
+    reference: str = "",
+    metadata: dict | None = None,
+    request_hash: str | None = None,
+    now: datetime | None = None,
+) -> LedgerTransaction:
+    """Redeem points at a partner's till, spending the earliest-expiring lots first."""
+    if idempotency_key is not None:
+        validate_idempotency_key(idempotency_key)
+    points = validate_points(points)
+    reference = validate_text(reference, field="reference")
+    request_hash = request_hash or request_fingerprint(
+        "points_burn", member=member.pk, partner=partner.pk, points=points, reference=reference
+    )
+    replay = transaction_replay(
+        caller=caller, idempotency_key=idempotency_key, request_hash=request_hash
+    )
+    if replay:
+        return replay
+    _require_active_member(member)
+    _require_active_partner(partner)
+    now = now or timezone.now()
+    redeemed = system_account_id(Account.Kind.PARTNER_REDEEMED, partner_id=partner.pk)
+
+    wallet = _lock_wallet(member)
+    replay = transaction_replay(
+        caller=caller, idempotency_key=idempotency_key, request_hash=request_hash
+    )
+    if replay:
+        return replay
+    _burn_rules(member, points, now)
+    _release_due_holds(wallet, now)
+    _require_spendable(wallet, points)
+    lots = _consume_lots(wallet, points)
+    txn = _post(
+        kind=Kind.BURN,
+        legs=[Leg(wallet.pk, -points), Leg(redeemed, points)],
+        caller=caller,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        created_at=now,
+        member_id=member.pk,
+        wallet=wallet,
+        partner=partner,
+        reference=reference,
+        metadata={**(metadata or {}), "lots": lots},
+    )
+    _mark_activity(wallet, now)
+    return txn
+
+
+@ledger_write
+def points_donate(
+    *,
+    caller: str,
+    idempotency_key: str | None,
+    member: Member,
+    charity: Any,
+    points: int,
+    metadata: dict | None = None,
+    request_hash: str | None = None,
+    allow_held: bool = False,
+    now: datetime | None = None,
+) -> LedgerTransaction:
+    """Give a member's points to a charity's account (earliest-expiring lots first)."""
+    if idempotency_key is not None:
+        validate_idempotency_key(idempotency_key)
+    points = validate_points(points)
+    request_hash = request_hash or request_fingerprint(
+        "points_donate", member=member.pk, charity=charity.pk, points=points
+    )
+    replay = transaction_replay(
+        caller=caller, idempotency_key=idempotency_key, request_hash=request_hash
+    )
+    if replay:
+        return replay
+    _require_active_member(member)
+    now = now or timezone.now()
+    received = system_account_id(Account.Kind.CHARITY_RECEIVED, charity_id=charity.pk)
+
+    wallet = _lock_wallet(member)
+    replay = transaction_replay(
+        caller=caller, idempotency_key=idempotency_key, request_hash=request_hash
+    )
+    if replay:
+        return replay
+    _release_due_holds(wallet, now)
+    _require_spendable(wallet, points)
+    lots = _consume_lots(wallet, points)
+    txn = _post(
+        kind=Kind.DONATE,
+        legs=[Leg(wallet.pk, -points), Leg(received, points)],
+        caller=caller,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        created_at=now,
+        member_id=member.pk,
+        wallet=wallet,
+        charity=charity,
+        metadata={**(metadata or {}), "lots": lots},
+    )
+    _mark_activity(wallet, now)
+    return txn

@@ -1,0 +1,318 @@
+"""Validation, accounts, lots and the one function that writes a balanced transaction."""
+
+import calendar
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from django.db import IntegrityError, transaction
+
+from ..errors import (
+    InsufficientPoints,
+    InvalidInput,
+    InvalidState,
+    LimitExceeded,
+    MemberNotActive,
+)
+from ..models import (
+    Account,
+    Entry,
+    LedgerTransaction,
+    Member,
+    PointLot,
+    Programme,
+    RedemptionHold,
+)
+from .idempotency import _setting
+
+logger = logging.getLogger(__name__)
+
+Kind = LedgerTransaction.Kind
+MAX_TEXT_LENGTH = 255
+# PostgreSQL: serialization failure, deadlock detected, lock not available.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+IDEMPOTENCY_CONSTRAINTS = frozenset(
+    {"transaction_idempotency_unique", "hold_idempotency_unique", "idempotency_record_unique"}
+)
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate_points(points: Any, *, field: str = "points") -> int:
+    """Points are whole, positive and within the per-transaction maximum."""
+    if isinstance(points, bool) or not isinstance(points, int):
+        raise InvalidInput("Points must be a whole number", field=field)
+    if points <= 0:
+        raise InvalidInput("Points must be greater than zero", field=field)
+    maximum = _setting("MAX_POINTS_PER_TRANSACTION")
+    if points > maximum:
+        raise LimitExceeded(f"At most {maximum} points may move in one transaction", field=field)
+    return points
+
+
+def validate_text(value: Any, *, field: str, required: bool = False) -> str:
+    """A short caller-supplied string: at most 255 characters, no NUL."""
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise InvalidInput("Must be a string", field=field)
+    if required and not value.strip():
+        raise InvalidInput("Must not be empty", field=field)
+    if len(value) > MAX_TEXT_LENGTH:
+        raise InvalidInput(f"At most {MAX_TEXT_LENGTH} characters", field=field)
+    if "\x00" in value:
+        raise InvalidInput("Must not contain NUL characters", field=field)
+    return value
+
+
+def validate_idempotency_key(key: Any) -> str:
+    return validate_text(key, field="idempotencyKey", required=True)
+
+
+def _require_active_member(member: Member) -> None:
+    if member.status != Member.Status.ACTIVE:
+        raise MemberNotActive(f"Member {member.member_number} is {member.status}")
+
+
+def _require_active_partner(partner: Any) -> None:
+    if partner is None:
+        raise InvalidInput("A partner is required", field="partner")
+    if getattr(partner, "status", "active") != "active":
+        raise InvalidState(f"Partner {partner.code} is suspended")
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+def programme_get() -> Programme:
+    """The programme (created with its defaults on first use)."""
+    programme = Programme.objects.order_by("id").first()
+    if programme is None:
+        programme, _ = Programme.objects.get_or_create(id=1)
+    return programme
+
+
+def system_account_id(
+    kind: str, *, partner_id: int | None = None, charity_id: int | None = None
+) -> int:
+    """The id of a partner, charity or programme account, created on first use.
+
+    These accounts are never locked or updated by postings: their balance is an aggregate.
+    """
+    lookup = {"kind": kind, "partner_id": partner_id, "charity_id": charity_id}
+    account_id = Account.objects.filter(**lookup).values_list("id", flat=True).first()
+    if account_id is not None:
+        return account_id
+    try:
+        with transaction.atomic():
+            return Account.objects.create(**lookup).id
+    except IntegrityError:
+        # Created concurrently by another posting; it is committed now.
+        return Account.objects.filter(**lookup).values_list("id", flat=True).get()
+
+
+def _lock_wallet(member: Member) -> Account:
+    return Account.objects.select_for_update().get(member_id=member.pk)
+
+
+def _lock_wallets(member_ids: Iterable[int]) -> dict[int, Account]:
+    """Lock several wallets in member-id order, so concurrent writers never deadlock."""
+    wallets = Account.objects.select_for_update().filter(member_id__in=set(member_ids))
+    return {wallet.member_id: wallet for wallet in wallets.order_by("member_id")}
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    """The same day and time `months` later, clamped to the end of a shorter month."""
+    month_index = moment.month - 1 + months
+    year = moment.year + month_index // 12
+    month = month_index % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+def lot_expiry(programme: Programme, earned_at: datetime) -> datetime | None:
+    """When points earned now expire under a fixed lifetime (None: they don't, by date)."""
+    if programme.expiry_policy != Programme.ExpiryPolicy.FIXED:
+        return None
+    expires_at = add_months(earned_at, programme.expiry_months)
+    if programme.expire_at_month_end:
+        start_of_month = expires_at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        expires_at = add_months(start_of_month, 1)
+    return expires_at
+
+
+# --------------------------------------------------------------------------- posting
+
+
+@dataclass(frozen=True)
+class Leg:
+    account_id: int
+    points: int
+
+
+def _post(
+    *,
+    kind: str,
+    legs: list[Leg],
+    caller: str,
+    idempotency_key: str | None,
+    request_hash: str,
+    created_at: datetime,
+    member_id: int | None = None,
+    wallet: Account | None = None,
+    partner: Any = None,
+    charity: Any = None,
+    reference: str = "",
+    purchase_amount: Any = None,
+    purchase_currency: str = "",
+    reversal_of: LedgerTransaction | None = None,
+    hold: RedemptionHold | None = None,
+    metadata: dict | None = None,
+) -> LedgerTransaction:
+    """Write one balanced transaction and its entries."""
+    legs = [leg for leg in legs if leg.points != 0]
+    if sum(leg.points for leg in legs) != 0 or len(legs) < 2:
+        raise AssertionError(f"unbalanced {kind} posting: {legs}")  # a programming error
+    member_points = sum(leg.points for leg in legs if wallet and leg.account_id == wallet.pk)
+    txn = LedgerTransaction.objects.create(
+        kind=kind,
+        member_id=member_id,
+        partner=partner,
+        charity=charity,
+        member_points=member_points,
+        reference=reference,
+        caller=caller,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        purchase_amount=purchase_amount,
+        purchase_currency=purchase_currency,
+        reversal_of=reversal_of,
+        hold=hold,
+        created_at=created_at,
+        metadata=metadata or {},
+    )
+    Entry.objects.bulk_create(
+        [Entry(transaction=txn, account_id=leg.account_id, points=leg.points) for leg in legs]
+    )
+    if wallet is not None:
+        wallet.balance += member_points  # the database trigger did the same to the row
+    return txn
+
+
+def _consume_lots(
+    wallet: Account,
+    points: int,
+    *,
+    lot_ids: list[int] | None = None,
+    prefer_lot_ids: list[int] | None = None,
+) -> list[list[int]]:
+    """Take `points` from the wallet's lots, earliest-expiring first.
+
+    `lot_ids` limits the lots to those; `prefer_lot_ids` are taken before all others. Only
+    the positive part of the balance lives in lots, so a debit that takes the wallet
+    negative (a reversal) consumes what there is. Returns [[lot id, points taken], ...].
+    """
+    to_take = min(points, max(wallet.balance, 0))
+    taken: list[list[int]] = []
+    lots = PointLot.objects.filter(member_id=wallet.member_id, remaining__gt=0)
+    if lot_ids is not None:
+        lots = lots.filter(id__in=lot_ids)
+    groups = [lots]
+    if prefer_lot_ids:
+        groups = [lots.filter(id__in=prefer_lot_ids), lots.exclude(id__in=prefer_lot_ids)]
+    for group in groups:
+        for lot in group.order_by("expires_at", "id").only("id", "remaining").iterator(64):
+            if to_take == 0:
+                return taken
+            take = min(lot.remaining, to_take)
+            PointLot.objects.filter(pk=lot.pk).update(remaining=lot.remaining - take)
+            taken.append([lot.pk, take])
+            to_take -= take
+    return taken
+
+
+def _credit_lots(
+    wallet: Account,
+    points: int,
+    *,
+    balance_before: int,
+    txn: LedgerTransaction | None = None,
+    expires_at: datetime | None = None,
+    restore: list[list[int]] | None = None,
+) -> list[list[int]]:
+    """Put credited points into lots, after repaying a negative balance.
+
+    `restore` gives the lots a burn consumed, [[lot id, points]]: a reversed burn gives the
+    points back to them, latest-expiring first, so they keep their original expiry.
+    """
+    into_lots = points - min(points, max(-balance_before, 0))
+    if into_lots <= 0:
+        return []
+    if restore is None:
+        PointLot.objects.create(
+            member_id=wallet.member_id,
+            transaction=txn,
+            points=points,
+            remaining=into_lots,
+            expires_at=expires_at,
+            created_at=txn.created_at,
+        )
+        return []
+    restored: list[list[int]] = []
+    for lot_id, quota in reversed(restore):
+        if into_lots == 0:
+            break
+        give = min(quota, into_lots)
+        lot = PointLot.objects.get(pk=lot_id)
+        PointLot.objects.filter(pk=lot_id).update(remaining=lot.remaining + give)
+        restored.append([lot_id, give])
+        into_lots -= give
+    if into_lots:
+        raise AssertionError("reversal restores more points than the burn consumed")
+    return restored
+
+
+def _mark_activity(wallet: Account, now: datetime) -> None:
+    Account.objects.filter(pk=wallet.pk).update(last_activity_at=now)
+    wallet.last_activity_at = now
+
+
+def _release_due_holds(wallet: Account, now: datetime) -> None:
+    """Expire this member's holds that are past due, so their points are spendable again."""
+    due = list(
+        RedemptionHold.objects.filter(
+            member_id=wallet.member_id, status=RedemptionHold.Status.ACTIVE, expires_at__lte=now
+        )
+    )
+    if not due:
+        return
+    for hold in due:
+        hold.status = RedemptionHold.Status.EXPIRED
+        hold.resolved_at = now
+        hold.save(update_fields=["status", "resolved_at"])
+    _set_held(wallet, wallet.held - sum(hold.points for hold in due))
+
+
+def _set_held(wallet: Account, held: int) -> None:
+    Account.objects.filter(pk=wallet.pk).update(held=held)
+    wallet.held = held
+
+
+def _require_spendable(wallet: Account, points: int, *, field: str = "points") -> None:
+    if wallet.balance < 0:
+        raise InsufficientPoints(
+            "The member's balance is negative after a reversal; nothing can be spent until "
+            "it is repaid",
+            field=field,
+        )
+    spendable = wallet.balance - wallet.held
+    if points > spendable:
+        raise InsufficientPoints(
+            f"The member has {max(spendable, 0)} spendable points; {points} were asked for",
+            field=field,
+        )

@@ -1,0 +1,102 @@
+"""`./dev run`: start the Stripe emulator and the web server on loopback, print where they
+are, and stop both on Ctrl-C. Assumes the database is migrated and seeded (./dev does it)."""
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _wait_for_port(port: int, timeout: float, process: subprocess.Popen) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--stripe-port", type=int, default=12111)
+    args = parser.parse_args()
+    for port in (args.port, args.stripe_port):
+        if not _port_free(port):
+            print(f"port {port} on 127.0.0.1 is in use; choose another", file=sys.stderr)
+            return 2
+
+    env = {**os.environ, "STRIPE_API_BASE": f"http://127.0.0.1:{args.stripe_port}"}
+    python = sys.executable
+    children: list[subprocess.Popen] = []
+
+    def stop(*_):
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
+    try:
+        print("==> starting the Stripe emulator", flush=True)
+        emulator = subprocess.Popen(
+            [python, "manage.py", "stripe_emulator", "--port", str(args.stripe_port)],
+            cwd=ROOT,
+            env=env,
+        )
+        children.append(emulator)
+        if not _wait_for_port(args.stripe_port, 30, emulator):
+            print("the Stripe emulator did not start", file=sys.stderr)
+            return 1
+        print("==> starting the web server", flush=True)
+        server = subprocess.Popen(
+            [python, "manage.py", "runserver", f"127.0.0.1:{args.port}", "--noreload"],
+            cwd=ROOT,
+            env=env,
+        )
+        children.append(server)
+        if not _wait_for_port(args.port, 60, server):
+            print("the web server did not start", file=sys.stderr)
+            return 1
+        base = f"http://127.0.0.1:{args.port}"
+        print(
+            "\nCoalition is running (Ctrl-C stops everything):\n"
+            f"  GraphQL + GraphiQL  {base}/graphql/\n"
+            f"  admin               {base}/admin/   (user admin, password coalition-demo)\n"
+            f"  Stripe emulator     http://127.0.0.1:{args.stripe_port}\n",
+            flush=True,
+        )
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
