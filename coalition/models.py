@@ -49,6 +49,15 @@ class Programme(models.Model):
         null=True, blank=True, help_text="Most points one member may burn per day (empty: none)."
     )
     tier_grace_days = models.PositiveIntegerField(default=30)
+    welcome_bonus_points = models.PositiveIntegerField(
+        default=0, help_text="Operator-funded points on enrolment (0: none)."
+    )
+    referral_bonus_points = models.PositiveIntegerField(
+        default=0, help_text="Operator-funded points to referrer and referee on the first purchase."
+    )
+    birthday_bonus_points = models.PositiveIntegerField(
+        default=0, help_text="Operator-funded points once a year on the member's birthday."
+    )
 
     class Meta:
         db_table = "coalition_programme"
@@ -74,6 +83,9 @@ class Member(models.Model):
     referral_code = models.CharField(max_length=16, unique=True, null=True, blank=True)
     referred_by = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="referrals"
+    )
+    enrolled_by = models.ForeignKey(
+        "partners.Partner", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -354,3 +366,53 @@ class AdjustmentNote(models.Model):
 
     class Meta:
         db_table = "coalition_adjustment_note"
+
+
+class Tier(models.Model):
+    """A coalition-wide tier, reached by qualifying points earned in the last 12 months."""
+
+    code = models.CharField(max_length=32, unique=True)
+    name = models.CharField(max_length=100)
+    qualifying_points = models.PositiveBigIntegerField(
+        unique=True, help_text="Points earned in the last 12 months to reach this tier (0: base)."
+    )
+    earn_multiplier = models.DecimalField(max_digits=6, decimal_places=3, default=Decimal("1"))
+
+    class Meta:
+        db_table = "coalition_tier"
+        ordering = ["qualifying_points"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(earn_multiplier__gt=0), name="tier_multiplier_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class MemberTier(models.Model):
+    """A member's current tier, and since when they have been below its threshold."""
+
+    member = models.OneToOneField(Member, on_delete=models.PROTECT, related_name="tier_state")
+    tier = models.ForeignKey(Tier, on_delete=models.PROTECT, related_name="+")
+    since = models.DateTimeField(default=timezone.now)
+    below_since = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "coalition_member_tier"
+
+
+class TierChange(models.Model):
+    """Tier history: every upgrade and downgrade of a member."""
+
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="tier_changes")
+    from_tier = models.ForeignKey(Tier, null=True, on_delete=models.PROTECT, related_name="+")
+    to_tier = models.ForeignKey(Tier, on_delete=models.PROTECT, related_name="+")
+    qualifying_points = models.BigIntegerField()
+    reason = models.CharField(max_length=32)  # "earn" or "recalculation"
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "coalition_tier_change"
+        ordering = ["-created_at", "-id"]

@@ -15,3 +15,34 @@ def expire_due_lots() -> int:
 def expire_due_holds() -> int:
     """Release holds past their time (every minute). Returns how many expired."""
     return len(services.holds_expire_due())
+
+
+@shared_task(name="coalition.tasks.recalculate_tiers")
+def recalculate_tiers() -> dict:
+    """Nightly: mark members below their tier, downgrade them after the grace period."""
+    from .services.tiers import tiers_recalculate
+
+    return tiers_recalculate()
+
+
+@shared_task(name="coalition.tasks.notify_tier_change")
+def notify_tier_change(tier_change_id: int) -> None:
+    """Tell the member about a new tier (email backend from settings)."""
+    from django.core.mail import send_mail
+
+    from .models import TierChange
+
+    change = TierChange.objects.select_related("member", "to_tier").filter(pk=tier_change_id)
+    change = change.first()
+    if change is None:
+        return
+    direction = "up" if change.reason == "earn" else "now"
+    send_mail(
+        subject=f"Your tier is {direction} {change.to_tier.name}",
+        message=(
+            f"Hello {change.member.display_name},\n\nyour tier is now {change.to_tier.name} "
+            f"({change.qualifying_points} qualifying points in the last 12 months)."
+        ),
+        from_email=None,
+        recipient_list=[change.member.email],
+    )

@@ -40,8 +40,10 @@ from .posting import (
     validate_idempotency_key,
     validate_points,
     validate_text,
+    wallets_lock,
 )
 from .reversals import reversible_points, split_largest_remainder, transaction_reverse
+from .tiers import member_tier, member_tier_upgrade, qualifying_points, tiers_recalculate
 
 __all__ = [
     "AlreadyReversed",
@@ -64,6 +66,10 @@ __all__ = [
     "ledger_write",
     "lot_expiry",
     "luhn_check_digit",
+    "member_tier",
+    "member_tier_upgrade",
+    "qualifying_points",
+    "tiers_recalculate",
     "luhn_valid",
     "member_create",
     "member_set_status",
@@ -82,4 +88,5 @@ __all__ = [
     "validate_idempotency_key",
     "validate_points",
     "validate_text",
+    "wallets_lock",
 ]

@@ -35,6 +35,7 @@ from .posting import (
     validate_points,
     validate_text,
 )
+from .tiers import member_tier_upgrade
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ def points_earn(
         expires_at=lot_expiry(programme_get(), now),
     )
     _mark_activity(wallet, now)
+    member_tier_upgrade(member=member, now=now)
     return txn
 
 

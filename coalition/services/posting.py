@@ -126,6 +126,11 @@ def _lock_wallets(member_ids: Iterable[int]) -> dict[int, Account]:
     return {wallet.member_id: wallet for wallet in wallets.order_by("member_id")}
 
 
+def wallets_lock(*, member_ids: Iterable[int]) -> dict[int, Account]:
+    """Lock members' wallets (in member-id order) for a write spanning several services."""
+    return _lock_wallets(member_ids)
+
+
 def add_months(moment: datetime, months: int) -> datetime:
     """The same day and time `months` later, clamped to the end of a shorter month."""
     month_index = moment.month - 1 + months

@@ -111,6 +111,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "coalition.tasks.expire_due_lots",
         "schedule": crontab(hour=2, minute=15),
     },
+    "recalculate-tiers": {
+        "task": "coalition.tasks.recalculate_tiers",
+        "schedule": crontab(hour=3, minute=0),
+    },
+    "birthday-bonuses": {
+        "task": "partners.tasks.grant_birthday_bonuses",
+        "schedule": crontab(hour=6, minute=0),
+    },
     "expire-due-holds": {
         "task": "coalition.tasks.expire_due_holds",
         "schedule": timedelta(minutes=1),
@@ -133,6 +141,9 @@ COALITION = {
     # Retries of a ledger write that lost a deadlock or serialization race.
     "WRITE_RETRIES": env.int("COALITION_WRITE_RETRIES", 5),
 }
+
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Coalition <no-reply@coalition.local>")
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,121 @@
+"""Coalition-wide tiers: upgrade at once on the earn that crosses a threshold, downgrade only
+at the nightly recalculation and only after the programme's grace period below it."""
+
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from ..models import LedgerTransaction, Member, MemberTier, Tier, TierChange
+from .posting import programme_get
+
+Kind = LedgerTransaction.Kind
+QUALIFYING_WINDOW = timedelta(days=365)
+
+
+def tiers_ordered() -> list[Tier]:
+    return list(Tier.objects.order_by("qualifying_points"))
+
+
+def qualifying_points(*, member: Member, now: datetime | None = None) -> int:
+    """Points earned across all partners in the last 12 months, less their reversals.
+
+    Burns, donations and expiry don't lower them.
+    """
+    now = now or timezone.now()
+    since = now - QUALIFYING_WINDOW
+    earned = LedgerTransaction.objects.filter(
+        member=member, created_at__gt=since, created_at__lte=now
+    ).filter(
+        Q(kind__in=[Kind.EARN, Kind.BONUS])
+        | Q(kind=Kind.REVERSAL, reversal_of__kind__in=[Kind.EARN, Kind.BONUS])
+    )
+    return earned.aggregate(total=Sum("member_points"))["total"] or 0
+
+
+def tier_for_points(tiers: list[Tier], points: int) -> Tier | None:
+    reached = [tier for tier in tiers if tier.qualifying_points <= points]
+    return reached[-1] if reached else None
+
+
+def member_tier(*, member: Member) -> Tier | None:
+    """The member's current tier (the base tier when none was recorded yet)."""
+    state = MemberTier.objects.select_related("tier").filter(member=member).first()
+    if state is not None:
+        return state.tier
+    tiers = tiers_ordered()
+    return tiers[0] if tiers else None
+
+
+def _change(member, state, new_tier, points, reason, now) -> TierChange:
+    old_tier = state.tier if state else None
+    if state is None:
+        state = MemberTier(member=member)
+    state.tier = new_tier
+    state.since = now
+    state.below_since = None
+    state.save()
+    change = TierChange.objects.create(
+        member=member,
+        from_tier=old_tier,
+        to_tier=new_tier,
+        qualifying_points=points,
+        reason=reason,
+        created_at=now,
+    )
+    from ..tasks import notify_tier_change
+
+    transaction.on_commit(lambda: notify_tier_change.delay(change.pk))
+    return change
+
+
+def member_tier_upgrade(*, member: Member, now: datetime | None = None) -> TierChange | None:
+    """After an earn: move the member up at once if their qualifying points crossed a
+    threshold. Never moves down (that waits for the nightly recalculation)."""
+    tiers = tiers_ordered()
+    if len(tiers) < 2:
+        return None
+    now = now or timezone.now()
+    points = qualifying_points(member=member, now=now)
+    reached = tier_for_points(tiers, points)
+    state = MemberTier.objects.select_related("tier").filter(member=member).first()
+    current = state.tier if state else tiers[0]
+    if reached is None or reached.qualifying_points <= current.qualifying_points:
+        if state and state.below_since and points >= current.qualifying_points:
+            state.below_since = None
+            state.save(update_fields=["below_since"])
+        return None
+    return _change(member, state, reached, points, "earn", now)
+
+
+def tiers_recalculate(*, now: datetime | None = None) -> dict[str, int]:
+    """The nightly recalculation: members below their tier's threshold are marked, and moved
+    down once they have stayed below it for the programme's grace period."""
+    now = now or timezone.now()
+    tiers = tiers_ordered()
+    grace = timedelta(days=programme_get().tier_grace_days)
+    counts = {"downgraded": 0, "marked": 0, "cleared": 0}
+    if not tiers:
+        return counts
+    states = MemberTier.objects.select_related("tier", "member").exclude(tier=tiers[0])
+    for state in states.iterator(chunk_size=500):
+        with transaction.atomic():
+            points = qualifying_points(member=state.member, now=now)
+            reached = tier_for_points(tiers, points) or tiers[0]
+            if reached.qualifying_points >= state.tier.qualifying_points:
+                if state.below_since:
+                    state.below_since = None
+                    state.save(update_fields=["below_since"])
+                    counts["cleared"] += 1
+                if reached.qualifying_points > state.tier.qualifying_points:
+                    _change(state.member, state, reached, points, "recalculation", now)
+                continue
+            if state.below_since is None:
+                state.below_since = now
+                state.save(update_fields=["below_since"])
+                counts["marked"] += 1
+            elif now - state.below_since >= grace:
+                _change(state.member, state, reached, points, "recalculation", now)
+                counts["downgraded"] += 1
+    return counts

@@ -1,0 +1,517 @@
+"""Recording purchases: the central rule engine that turns a purchase into points.
+
+points = floor(eligible amount × base earn rate × tier multiplier × promotion multipliers)
+         + fixed bonuses
+
+- The eligible amount is the purchase amount, or the sum of the line items whose category the
+  partner does not exclude (line items, when sent, must add up to the amount).
+- Promotions apply when their window contains the purchase time and their conditions hold
+  (minimum eligible spend, a basket category or SKU, the member's tier, the member's first
+  purchase at the partner, the per-member limit). Multipliers multiply. An exclusive
+  promotion is never combined: when any applies, the one adding the most points is the only
+  promotion applied. A promotion with a budget never awards more than what is left of it.
+- Base and tier points, and the partner's own promotions, are issued by the partner (it pays
+  issuance at settlement); coalition-wide promotions and referral bonuses come from the
+  operator's marketing account.
+
+The transaction keeps the breakdown (`metadata["breakdown"]`) that partner and member read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import F
+from django.utils import timezone
+
+from coalition import services as ledger
+from coalition.errors import CurrencyMismatch, InvalidInput, MemberNotActive, NotFound
+from coalition.models import LedgerTransaction, Member
+from coalition.money import parse_amount
+
+from ..models import Partner, Promotion, PromotionAward, ReferralReward, Store
+from .accounts import require_active_partner
+
+MAX_LINE_ITEMS = 500
+MAX_AMOUNT = Decimal("100000000")
+FUTURE_TOLERANCE = timedelta(minutes=5)
+OLDEST_PURCHASE = timedelta(days=90)
+
+
+@dataclass(frozen=True)
+class LineItem:
+    sku: str
+    category: str
+    quantity: int
+    unit_price: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        return self.unit_price * self.quantity
+
+
+@dataclass
+class Component:
+    """One part of the points of a purchase, as shown to partner and member."""
+
+    kind: str  # base, tier, promotion
+    label: str
+    points: int
+    funded_by: str  # partner or operator
+    promotion_id: int | None = None
+    multiplier: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "label": self.label,
+            "points": self.points,
+            "fundedBy": self.funded_by,
+            "promotionId": self.promotion_id,
+            "multiplier": self.multiplier,
+        }
+
+
+@dataclass
+class Computation:
+    eligible_amount: Decimal
+    components: list[Component] = field(default_factory=list)
+
+    @property
+    def partner_points(self) -> int:
+        return sum(c.points for c in self.components if c.funded_by == "partner")
+
+    @property
+    def operator_points(self) -> int:
+        return sum(c.points for c in self.components if c.funded_by == "operator")
+
+    @property
+    def total(self) -> int:
+        return self.partner_points + self.operator_points
+
+
+@dataclass
+class PurchaseResult:
+    transaction: LedgerTransaction | None
+    points_awarded: int
+    member: Member
+    replayed: bool = False
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _parse_line_items(raw_items: list[dict] | None, currency: str) -> list[LineItem] | None:
+    if raw_items is None:
+        return None
+    if not isinstance(raw_items, list | tuple) or len(raw_items) > MAX_LINE_ITEMS:
+        raise InvalidInput(f"At most {MAX_LINE_ITEMS} line items", field="lineItems")
+    items = []
+    for index, raw in enumerate(raw_items):
+        where = f"lineItems.{index}"
+        sku = ledger.validate_text(raw.get("sku"), field=f"{where}.sku", required=True)
+        category = ledger.validate_text(raw.get("category") or "", field=f"{where}.category")
+        quantity = raw.get("quantity")
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or not 0 < quantity <= 10**6:
+            raise InvalidInput("Quantity must be a whole number from 1", field=f"{where}.quantity")
+        try:
+            unit_price = parse_amount(raw.get("unit_price"), currency)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field=f"{where}.unitPrice") from exc
+        if unit_price < 0 or unit_price > MAX_AMOUNT:
+            raise InvalidInput("Unit price out of range", field=f"{where}.unitPrice")
+        items.append(LineItem(sku, category.strip().lower(), quantity, unit_price))
+    return items
+
+
+def _validate_purchase(
+    *, partner: Partner, amount: Any, currency: str, line_items: Any
+) -> tuple[Decimal, list[LineItem] | None]:
+    if currency != partner.currency:
+        raise CurrencyMismatch(
+            f"{partner.code} records purchases in {partner.currency}, not {currency}",
+            field="currency",
+        )
+    try:
+        parsed = parse_amount(amount, currency)
+    except ValueError as exc:
+        raise InvalidInput(f"Invalid amount: {exc}", field="amount") from exc
+    if parsed <= 0:
+        raise InvalidInput("The amount must be greater than zero", field="amount")
+    if parsed > MAX_AMOUNT:
+        raise InvalidInput("The amount is too large", field="amount")
+    items = _parse_line_items(line_items, currency)
+    if items is not None and sum((item.total for item in items), Decimal(0)) != parsed:
+        raise InvalidInput("The line items do not add up to the amount", field="lineItems")
+    return parsed, items
+
+
+def eligible_amount(partner: Partner, amount: Decimal, items: list[LineItem] | None) -> Decimal:
+    """The amount that earns points: excluded categories (gift cards, tobacco…) don't."""
+    if items is None:
+        return amount
+    excluded = {category.strip().lower() for category in partner.excluded_categories or []}
+    return sum((item.total for item in items if item.category not in excluded), Decimal(0))
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+@dataclass
+class PurchaseContext:
+    partner: Partner
+    member: Member
+    tier: Any
+    occurred_at: datetime
+    eligible: Decimal
+    items: list[LineItem] | None
+
+
+def _first_purchase_at_partner(context: PurchaseContext) -> bool:
+    return not LedgerTransaction.objects.filter(
+        member=context.member, partner=context.partner, kind=LedgerTransaction.Kind.EARN
+    ).exists()
+
+
+def _month_start(moment: datetime) -> datetime:
+    return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _applies(promotion: Promotion, context: PurchaseContext) -> bool:
+    """Do the promotion's conditions hold for this purchase?"""
+    if promotion.min_spend is not None and context.eligible < promotion.min_spend:
+        return False
+    eligible_items = context.items or []
+    if context.items is not None:
+        excluded = {c.lower() for c in context.partner.excluded_categories or []}
+        eligible_items = [item for item in context.items if item.category not in excluded]
+    if promotion.categories:
+        wanted = {category.lower() for category in promotion.categories}
+        if not any(item.category in wanted for item in eligible_items):
+            return False
+    if promotion.skus and not any(item.sku in set(promotion.skus) for item in eligible_items):
+        return False
+    tier_ids = {tier.pk for tier in promotion.tiers.all()}
+    if tier_ids and (context.tier is None or context.tier.pk not in tier_ids):
+        return False
+    if promotion.first_purchase_only and not _first_purchase_at_partner(context):
+        return False
+    awards = PromotionAward.objects.filter(promotion=promotion, member=context.member)
+    if promotion.per_member_limit is not None:
+        if awards.count() >= promotion.per_member_limit:
+            return False
+    if promotion.kind == Promotion.Kind.CROSS_BRAND:
+        month = _month_start(context.occurred_at)
+        if awards.filter(created_at__gte=month).exists():
+            return False
+        earns_this_month = LedgerTransaction.objects.filter(
+            member=context.member, kind=LedgerTransaction.Kind.EARN, created_at__gte=month
+        )
+        if earns_this_month.filter(partner=context.partner).exists():
+            return False  # not the first purchase at this partner this month
+        if not earns_this_month.exclude(partner=context.partner).exists():
+            return False  # no other partner yet this month
+    return True
+
+
+def _budget_left(promotion: Promotion) -> int | None:
+    if promotion.budget_points is None:
+        return None
+    return max(promotion.budget_points - promotion.awarded_points, 0)
+
+
+def compute_points(context: PurchaseContext, promotions: list[Promotion]) -> Computation:
+    """The points for a purchase and their breakdown. Reads, never writes."""
+    computation = Computation(eligible_amount=context.eligible)
+    base_exact = context.eligible * context.partner.earn_rate
+    base = math.floor(base_exact)
+    computation.components.append(
+        Component("base", f"{context.eligible} × {context.partner.earn_rate}", base, "partner")
+    )
+    running = base_exact
+    if context.tier is not None and context.tier.earn_multiplier != 1:
+        boosted = running * context.tier.earn_multiplier
+        computation.components.append(
+            Component(
+                "tier",
+                f"{context.tier.name} tier",
+                math.floor(boosted) - math.floor(running),
+                "partner",
+                multiplier=str(context.tier.earn_multiplier),
+            )
+        )
+        running = boosted
+
+    applicable = [p for p in promotions if _applies(p, context)]
+    exclusive = [p for p in applicable if p.exclusive]
+    if exclusive:
+        applicable = [max(exclusive, key=lambda p: (_contribution(p, running), -p.pk))]
+    else:
+        applicable = [p for p in applicable if not p.exclusive]
+
+    for promotion in sorted(applicable, key=lambda p: (p.kind != "multiplier", p.pk)):
+        points = _contribution(promotion, running)
+        if promotion.kind == Promotion.Kind.MULTIPLIER:
+            running = running * promotion.multiplier
+        budget = _budget_left(promotion)
+        if budget is not None:
+            points = min(points, budget)
+        if points <= 0:
+            continue
+        computation.components.append(
+            Component(
+                "promotion",
+                promotion.name,
+                points,
+                "operator" if promotion.funded_by_operator else "partner",
+                promotion_id=promotion.pk,
+                multiplier=str(promotion.multiplier)
+                if promotion.kind == Promotion.Kind.MULTIPLIER
+                else None,
+            )
+        )
+    return computation
+
+
+def _contribution(promotion: Promotion, running: Decimal) -> int:
+    if promotion.kind == Promotion.Kind.MULTIPLIER:
+        return math.floor(running * promotion.multiplier) - math.floor(running)
+    return promotion.bonus_points
+
+
+# --------------------------------------------------------------------------- recording
+
+
+def purchase_record(
+    *,
+    partner: Partner,
+    idempotency_key: str,
+    amount: Any,
+    currency: str,
+    reference: str,
+    member_number: str | None = None,
+    customer_reference: str | None = None,
+    store_code: str | None = None,
+    line_items: list[dict] | None = None,
+    occurred_at: datetime | None = None,
+    now: datetime | None = None,
+) -> PurchaseResult:
+    """Record a purchase at a partner and award the points the programme's rules give.
+
+    A retry with the same idempotency key and payload returns the first result.
+    """
+    caller = f"partner:{partner.pk}"
+    ledger.validate_idempotency_key(idempotency_key)
+    reference = ledger.validate_text(reference, field="reference", required=True)
+    currency = ledger.validate_text(currency, field="currency", required=True)
+    parsed_amount, items = _validate_purchase(
+        partner=partner, amount=amount, currency=currency, line_items=line_items
+    )
+    now = now or timezone.now()
+    occurred_at = occurred_at or now
+    if occurred_at > now + FUTURE_TOLERANCE:
+        raise InvalidInput("The purchase cannot be in the future", field="occurredAt")
+    if occurred_at < now - OLDEST_PURCHASE:
+        raise InvalidInput("The purchase is older than 90 days", field="occurredAt")
+    request_hash = ledger.request_fingerprint(
+        "purchase_record",
+        member_number=member_number,
+        customer_reference=customer_reference,
+        amount=str(parsed_amount.normalize()),
+        currency=currency,
+        reference=reference,
+        store_code=store_code,
+        line_items=[item.__dict__ for item in items] if items is not None else None,
+        occurred_at=occurred_at.isoformat() if occurred_at is not now else None,
+    )
+    if replay := _purchase_replay(caller, idempotency_key, request_hash):
+        return replay
+
+    member = _resolve_member(partner, member_number, customer_reference)
+    require_active_partner(partner)
+    if member.status != Member.Status.ACTIVE:
+        raise MemberNotActive(f"Member {member.member_number} is {member.status}")
+    store = None
+    if store_code:
+        store = Store.objects.filter(partner=partner, code=store_code).first()
+        if store is None:
+            raise NotFound(f"No store {store_code} at {partner.code}", field="storeCode")
+    return _post_purchase(
+        partner=partner,
+        member=member,
+        caller=caller,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        amount=parsed_amount,
+        currency=currency,
+        reference=reference,
+        items=items,
+        store_code=store.code if store else None,
+        occurred_at=occurred_at,
+        now=now,
+    )
+
+
+def _purchase_replay(caller: str, key: str, request_hash: str) -> PurchaseResult | None:
+    txn = ledger.transaction_replay(caller=caller, idempotency_key=key, request_hash=request_hash)
+    if txn is not None:
+        return PurchaseResult(txn, txn.member_points, txn.member, replayed=True)
+    record = ledger.idempotency_replay(
+        caller=caller, idempotency_key=key, operation="purchase_record", request_hash=request_hash
+    )
+    if record is not None:
+        return PurchaseResult(None, 0, Member.objects.get(pk=record.result_id), replayed=True)
+    return None
+
+
+def _resolve_member(
+    partner: Partner, member_number: str | None, customer_reference: str | None
+) -> Member:
+    if member_number:
+        from coalition.selectors import member_get_by_number
+
+        return member_get_by_number(member_number=member_number)
+    if customer_reference:
+        from ..selectors import member_id_by_reference
+
+        return Member.objects.get(
+            pk=member_id_by_reference(partner=partner, customer_reference=customer_reference)
+        )
+    raise InvalidInput("A member number or customer reference is required", field="memberNumber")
+
+
+@ledger.ledger_write
+def _post_purchase(
+    *,
+    partner: Partner,
+    member: Member,
+    caller: str,
+    idempotency_key: str,
+    request_hash: str,
+    amount: Decimal,
+    currency: str,
+    reference: str,
+    items: list[LineItem] | None,
+    store_code: str | None,
+    occurred_at: datetime,
+    now: datetime,
+) -> PurchaseResult:
+    referral_due = (
+        member.referred_by_id is not None
+        and ledger.programme_get().referral_bonus_points > 0
+        and not ReferralReward.objects.filter(referee=member).exists()
+    )
+    ledger.wallets_lock(
+        member_ids=[member.pk, member.referred_by_id] if referral_due else [member.pk]
+    )
+    if replay := _purchase_replay(caller, idempotency_key, request_hash):
+        return replay
+    promotions = _promotions_for(partner, occurred_at)
+    budgeted = [promotion.pk for promotion in promotions if promotion.budget_points is not None]
+    if budgeted:
+        # Budgets are the one shared counter: lock just those promotions (after the wallet,
+        # in id order) and read what is left of them now.
+        awarded = dict(
+            Promotion.objects.select_for_update()
+            .filter(pk__in=budgeted)
+            .order_by("pk")
+            .values_list("pk", "awarded_points")
+        )
+        for promotion in promotions:
+            promotion.awarded_points = awarded.get(promotion.pk, promotion.awarded_points)
+    context = PurchaseContext(
+        partner=partner,
+        member=member,
+        tier=ledger.member_tier(member=member),
+        occurred_at=occurred_at,
+        eligible=eligible_amount(partner, amount, items),
+        items=items,
+    )
+    computation = compute_points(context, promotions)
+    metadata = {
+        "breakdown": [component.as_dict() for component in computation.components],
+        "eligibleAmount": str(computation.eligible_amount),
+        "occurredAt": occurred_at.isoformat(),
+        "store": store_code,
+        "lineItems": [
+            {
+                "sku": item.sku,
+                "category": item.category,
+                "quantity": item.quantity,
+                "unitPrice": str(item.unit_price),
+            }
+            for item in items or []
+        ],
+    }
+    if computation.total == 0:
+        ledger.idempotency_record(
+            caller=caller,
+            idempotency_key=idempotency_key,
+            operation="purchase_record",
+            request_hash=request_hash,
+            result_id=member.pk,
+        )
+        return PurchaseResult(None, 0, member)
+    txn = ledger.points_earn(
+        caller=caller,
+        idempotency_key=idempotency_key,
+        member=member,
+        partner=partner,
+        partner_points=computation.partner_points,
+        operator_points=computation.operator_points,
+        reference=reference,
+        purchase_amount=amount,
+        purchase_currency=currency,
+        metadata=metadata,
+        request_hash=request_hash,
+        now=now,
+    )
+    awards = [c for c in computation.components if c.promotion_id is not None]
+    for component in awards:
+        Promotion.objects.filter(pk=component.promotion_id).update(
+            awarded_points=F("awarded_points") + component.points
+        )
+    PromotionAward.objects.bulk_create(
+        [
+            PromotionAward(
+                promotion_id=c.promotion_id, member=member, transaction=txn, points=c.points
+            )
+            for c in awards
+        ]
+    )
+    if referral_due:
+        _referral_bonus(member, now)
+    return PurchaseResult(txn, txn.member_points, member)
+
+
+def _promotions_for(partner: Partner, moment: datetime) -> list[Promotion]:
+    from ..selectors import promotions_in_force
+
+    return promotions_in_force(partner=partner, moment=moment)
+
+
+def _bonus_component(label: str, points: int) -> dict[str, Any]:
+    return Component("bonus", label, points, "operator").as_dict()
+
+
+def _referral_bonus(referee: Member, now: datetime) -> None:
+    """Both referee and referrer get the programme's referral bonus, once (operator-funded)."""
+    ReferralReward.objects.create(referee=referee, referrer_id=referee.referred_by_id)
+    points = ledger.programme_get().referral_bonus_points
+    for role, member in (("referee", referee), ("referrer", referee.referred_by)):
+        if member.status != Member.Status.ACTIVE:
+            continue
+        ledger.points_earn(
+            caller="system:referral",
+            idempotency_key=f"referral:{referee.pk}:{role}",
+            member=member,
+            operator_points=points,
+            kind=LedgerTransaction.Kind.BONUS,
+            reference=f"referral {referee.member_number}",
+            metadata={"breakdown": [_bonus_component("Referral bonus", points)]},
+            now=now,
+        )
