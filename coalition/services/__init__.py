@@ -30,7 +30,14 @@ from .idempotency import (
     request_fingerprint,
     transaction_replay,
 )
-from .members import luhn_check_digit, luhn_valid, member_create, member_set_status
+from .members import (
+    luhn_check_digit,
+    luhn_valid,
+    member_authenticate,
+    member_create,
+    member_set_password,
+    member_set_status,
+)
 from .points import points_burn, points_donate, points_earn
 from .posting import (
     add_months,
@@ -71,7 +78,9 @@ __all__ = [
     "qualifying_points",
     "tiers_recalculate",
     "luhn_valid",
+    "member_authenticate",
     "member_create",
+    "member_set_password",
     "member_set_status",
     "points_adjust",
     "points_burn",

@@ -117,3 +117,29 @@ def member_set_status(*, member: Member, status: str) -> Member:
     member.status = status
     member.save(update_fields=["status"])
     return member
+
+
+def member_authenticate(*, email: str, password: str) -> Member | None:
+    """The active member with this email and password, or None — the same answer for an
+    unknown email and a wrong password, and the same work (a hash check) for both."""
+    from django.contrib.auth.hashers import check_password
+
+    member = Member.objects.filter(email__iexact=(email or "").strip()).first()
+    encoded = member.password if member and member.password else None
+    # Run a hash check even without a member, so timing doesn't reveal who is enrolled.
+    valid = check_password(password or "", encoded) if encoded else False
+    if encoded is None:
+        make_password(password or "")
+    if not valid or member.status != Member.Status.ACTIVE:
+        return None
+    return member
+
+
+def member_set_password(*, member: Member, password: str) -> Member:
+    """Set a member's password; every token issued before stops working."""
+    if not isinstance(password, str) or not 8 <= len(password) <= 128:
+        raise InvalidInput("The password must have 8 to 128 characters", field="password")
+    member.password = make_password(password)
+    member.token_version += 1
+    member.save(update_fields=["password", "token_version"])
+    return member
