@@ -8,6 +8,8 @@ from django.conf import settings
 
 from tests import factories
 
+pytest_plugins = ["tests.stripe_emulator"]
+
 
 def _is_postgres() -> bool:
     return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
