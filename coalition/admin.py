@@ -15,9 +15,12 @@ from .models import (
     Entry,
     LedgerTransaction,
     Member,
+    MemberTier,
     PointLot,
     Programme,
     RedemptionHold,
+    Tier,
+    TierChange,
 )
 
 
@@ -200,3 +203,52 @@ class RedemptionHoldAdmin(ReadOnlyAdmin):
     list_filter = ["status"]
     search_fields = ["=member__member_number", "reference"]
     list_select_related = ["member", "partner"]
+
+
+# --------------------------------------------------------------------------- tiers
+
+
+@admin.register(Tier)
+class TierAdmin(admin.ModelAdmin):
+    """Coalition-wide tiers. A changed threshold applies to upgrades at the next earn and to
+    downgrades at the nightly recalculation (after the programme's grace period)."""
+
+    list_display = ["code", "name", "qualifying_points", "earn_multiplier", "members"]
+    search_fields = ["code", "name"]
+    ordering = ["qualifying_points"]
+
+    def get_queryset(self, request):
+        from django.db.models import Count, OuterRef, Subquery
+        from django.db.models.functions import Coalesce
+
+        members = (
+            MemberTier.objects.filter(tier=OuterRef("pk"))
+            .order_by()
+            .values("tier")
+            .annotate(count=Count("pk"))
+            .values("count")
+        )
+        return super().get_queryset(request).annotate(member_count=Coalesce(Subquery(members), 0))
+
+    @admin.display(description="members", ordering="member_count")
+    def members(self, obj):
+        return obj.member_count
+
+
+@admin.register(MemberTier)
+class MemberTierAdmin(ReadOnlyAdmin):
+    """Members' current tiers: moved by earns and the nightly recalculation only."""
+
+    list_display = ["member", "tier", "since", "below_since"]
+    list_filter = ["tier", ("below_since", admin.EmptyFieldListFilter)]
+    search_fields = ["=member__member_number", "member__email"]
+    list_select_related = ["member", "tier"]
+
+
+@admin.register(TierChange)
+class TierChangeAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "member", "from_tier", "to_tier", "qualifying_points", "reason"]
+    list_filter = ["reason", "to_tier"]
+    search_fields = ["=member__member_number"]
+    list_select_related = ["member", "from_tier", "to_tier"]
+    date_hierarchy = "created_at"

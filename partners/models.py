@@ -5,6 +5,7 @@ from decimal import Decimal
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models.functions import Now
+from django.utils import timezone
 
 
 class Partner(models.Model):
@@ -276,3 +277,96 @@ class ReferralReward(models.Model):
     referee = models.OneToOneField("coalition.Member", on_delete=models.PROTECT, related_name="+")
     referrer = models.ForeignKey("coalition.Member", on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(db_default=Now())
+
+
+# --------------------------------------------------------------------------- webhooks
+# Outbound events to partners (issue 4). The logic is in partners/webhooks.py.
+
+
+class WebhookEndpoint(models.Model):
+    """A partner's URL that receives its events, signed with the endpoint's secret.
+
+    The secret is needed in clear to sign every delivery (HMAC), so it cannot be stored as a
+    one-way digest like API keys: it is kept in the database as-is (protect the database
+    and its backups accordingly) and shown to the partner once, when registered.
+    """
+
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="webhook_endpoints")
+    url = models.URLField(max_length=500)
+    secret = models.CharField(max_length=100)
+    created_at = models.DateTimeField(db_default=Now())
+    disabled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["partner", "disabled_at"], name="webhook_endpoint_partner")]
+
+    def __str__(self) -> str:
+        return f"{self.partner.code} → {self.url}"
+
+
+class WebhookSequence(models.Model):
+    """The last event sequence number given to a partner (numbers have no gaps)."""
+
+    partner = models.OneToOneField(
+        Partner, primary_key=True, on_delete=models.PROTECT, related_name="+"
+    )
+    last = models.BigIntegerField(default=0)
+
+
+class WebhookEvent(models.Model):
+    """Something that happened to a partner's business, recorded in the same database
+    transaction as the ledger write it reports, numbered per partner."""
+
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="webhook_events")
+    sequence = models.BigIntegerField()
+    type = models.CharField(max_length=64)
+    payload = models.JSONField(default=dict)
+    # Events found after the fact (hold expiry, tier change) name what they report, once.
+    dedup_key = models.CharField(max_length=128, null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["partner", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["partner", "sequence"], name="webhook_event_sequence"),
+            models.UniqueConstraint(
+                fields=["partner", "dedup_key"],
+                condition=models.Q(dedup_key__isnull=False),
+                name="webhook_event_dedup",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.partner_id}#{self.sequence} {self.type}"
+
+
+class WebhookDelivery(models.Model):
+    """One attempt to deliver an event to an endpoint (every attempt is kept)."""
+
+    event = models.ForeignKey(WebhookEvent, on_delete=models.PROTECT, related_name="deliveries")
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.PROTECT, related_name="deliveries"
+    )
+    attempt = models.PositiveIntegerField()
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    attempted_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    # Set on the latest failed attempt while another one is due; cleared when it is taken.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+        ordering = ["-attempted_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["event", "endpoint", "attempt"], name="webhook_delivery_attempt"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(next_attempt_at__isnull=False),
+                name="webhook_delivery_due",
+            ),
+        ]

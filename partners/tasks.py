@@ -9,3 +9,30 @@ def grant_birthday_bonuses() -> int:
     from .services import birthday_bonuses_grant
 
     return birthday_bonuses_grant()
+
+
+# --------------------------------------------------------------------------- webhooks
+
+
+@shared_task(name="partners.tasks.deliver_webhook_event")
+def deliver_webhook_event(event_id: int) -> int:
+    """First delivery of a recorded event to the partner's endpoints (after its commit)."""
+    from .webhooks import event_deliver
+
+    return len(event_deliver(event_id=event_id))
+
+
+@shared_task(name="partners.tasks.retry_webhook_deliveries")
+def retry_webhook_deliveries() -> int:
+    """Every minute: retry failed deliveries whose backoff has elapsed."""
+    from .webhooks import deliveries_retry_due
+
+    return deliveries_retry_due()
+
+
+@shared_task(name="partners.tasks.sweep_webhook_domain_events")
+def sweep_webhook_domain_events() -> int:
+    """Every minute: record hold.expired and member.tier_changed events."""
+    from .webhooks import domain_events_sweep
+
+    return domain_events_sweep()

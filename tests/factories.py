@@ -168,3 +168,172 @@ def assert_refused(code, call, *, field=None):
         assert refused.value.field == field, str(refused.value)
     assert ledger_state() == before, "a refused request wrote to the database"
     return refused.value
+
+
+# --------------------------------------------------------------------------- partners
+
+
+_partner_code_seq = iter(range(1, 10**9))
+
+
+def onboarded_partner(**kwargs):
+    """A partner onboarded through `partner_create`: first terms (issuance 0.0100, redemption
+    0.0080 per point unless given) and an API key. Returns (partner, raw API key)."""
+    from partners.services import partner_create
+
+    n = next(_partner_code_seq)
+    kwargs.setdefault("code", f"BRAND{n:04d}")
+    kwargs.setdefault("name", f"Brand {n}")
+    kwargs.setdefault("currency", "USD")
+    kwargs.setdefault("earn_rate", "1")
+    kwargs.setdefault("issuance_price", "0.0100")
+    kwargs.setdefault("redemption_price", "0.0080")
+    return partner_create(**kwargs)
+
+
+def promotion(**kwargs):
+    """A promotion in force from a day before `around` (default now) to 30 days after."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from partners.models import Promotion
+
+    around = kwargs.pop("around", None) or timezone.now()
+    tiers = kwargs.pop("tiers", [])
+    kwargs.setdefault("name", f"Promotion {next(_partner_code_seq)}")
+    kwargs.setdefault("kind", Promotion.Kind.MULTIPLIER)
+    kwargs.setdefault("starts_at", around - timedelta(days=1))
+    kwargs.setdefault("ends_at", around + timedelta(days=30))
+    created = Promotion.objects.create(**kwargs)
+    if tiers:
+        created.tiers.set(tiers)
+    return created
+
+
+def reward(partner, **kwargs):
+    from partners.models import Reward
+
+    kwargs.setdefault("name", f"Reward {next(_partner_code_seq)}")
+    kwargs.setdefault("points_cost", 100)
+    return Reward.objects.create(partner=partner, **kwargs)
+
+
+def purchase(partner, member, amount, **kwargs):
+    """Record a purchase through `purchase_record` (a fresh idempotency key unless given)."""
+    from partners.services import purchase_record
+
+    kwargs.setdefault("idempotency_key", key("purchase"))
+    kwargs.setdefault("currency", partner.currency)
+    kwargs.setdefault("reference", f"receipt-{kwargs['idempotency_key']}")
+    return purchase_record(
+        partner=partner, member_number=member.member_number, amount=amount, **kwargs
+    )
+
+
+def partner_state() -> dict:
+    """What partner-side writes can change, to assert that a refusal wrote nothing there."""
+    from partners.models import (
+        ApiKey,
+        CommercialTerms,
+        Partner,
+        Promotion,
+        PromotionAward,
+        ReferralReward,
+        Reward,
+        RewardRedemption,
+        Store,
+    )
+
+    return {
+        "partners": list(Partner.objects.order_by("id").values_list("id", "code", "status")),
+        "terms": list(CommercialTerms.objects.order_by("id").values_list("id", flat=True)),
+        "keys": list(ApiKey.objects.order_by("id").values_list("id", "revoked_at")),
+        "stores": Store.objects.count(),
+        "promotions": list(Promotion.objects.order_by("id").values_list("id", "awarded_points")),
+        "awards": PromotionAward.objects.count(),
+        "referral_rewards": ReferralReward.objects.count(),
+        "rewards": list(Reward.objects.order_by("id").values_list("id", "stock")),
+        "reward_redemptions": RewardRedemption.objects.count(),
+    }
+
+
+def assert_refused_all(code, call, *, field=None):
+    """Like `assert_refused`, and nothing written on the partner side either (terms, keys,
+    promotions and their counters, awards, rewards and stock)."""
+    before = partner_state()
+    error = assert_refused(code, call, field=field)
+    assert partner_state() == before, "a refused request wrote partner data"
+    return error
+
+
+# --------------------------------------------------------------------------- charity (issue 6)
+
+
+def give(member, charity, points, **kwargs):
+    """A donation through the charity service (receipt, value, match)."""
+    from charity.services import donation_create
+
+    kwargs.setdefault("idempotency_key", key("give"))
+    return donation_create(member=member, charity=charity, points=points, **kwargs)
+
+
+def campaign(sponsor, *, charity=None, cause=None, ratio="1", cap_points=1000, **kwargs):
+    """A matching campaign open now (for a week either side), through the service."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from charity.services import campaign_create
+
+    now = timezone.now()
+    kwargs.setdefault("name", f"Campaign {next(_key_seq)}")
+    kwargs.setdefault("starts_at", now - timedelta(days=7))
+    kwargs.setdefault("ends_at", now + timedelta(days=7))
+    return campaign_create(
+        sponsor=sponsor, charity=charity, cause=cause, ratio=ratio, cap_points=cap_points, **kwargs
+    )
+
+
+def charity_state() -> dict:
+    """Everything a charity write can change, with the ledger, to assert nothing was written."""
+    from charity.models import (
+        Charity,
+        CharityStatusChange,
+        Donation,
+        GivingPreference,
+        MatchingCampaign,
+        ReceiptSequence,
+    )
+
+    return {
+        **ledger_state(),
+        "donations": list(Donation.objects.order_by("id").values_list("id", "refunded_at")),
+        "receipts": list(ReceiptSequence.objects.order_by("year").values_list("year", "last")),
+        "campaigns": list(
+            MatchingCampaign.objects.order_by("id").values_list("id", "matched_points")
+        ),
+        "charities": list(Charity.objects.order_by("id").values_list("id", "status")),
+        "status_changes": CharityStatusChange.objects.count(),
+        "giving": list(
+            GivingPreference.objects.order_by("id").values_list(
+                "id", "round_up_charity", "round_up_percent", "expiry_charity"
+            )
+        ),
+    }
+
+
+def assert_charity_refused(code, call, *, field=None):
+    """Like assert_refused, also asserting no charity row changed."""
+    import pytest
+
+    from coalition.errors import CoalitionError
+
+    before = charity_state()
+    with pytest.raises(CoalitionError) as refused:
+        call()
+    assert refused.value.code == code, str(refused.value)
+    if field is not None:
+        assert refused.value.field == field, str(refused.value)
+    assert charity_state() == before, "a refused request wrote to the database"
+    return refused.value

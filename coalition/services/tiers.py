@@ -8,7 +8,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from ..models import LedgerTransaction, Member, MemberTier, Tier, TierChange
-from .posting import programme_get
+from .posting import _lock_wallets, programme_get
 
 Kind = LedgerTransaction.Kind
 QUALIFYING_WINDOW = timedelta(days=365)
@@ -48,8 +48,9 @@ def member_tier(*, member: Member) -> Tier | None:
     return tiers[0] if tiers else None
 
 
-def _change(member, state, new_tier, points, reason, now) -> TierChange:
-    old_tier = state.tier if state else None
+def _change(member, state, new_tier, points, reason, now, from_tier=None) -> TierChange:
+    # A member with no recorded state is in the base tier: the history says so.
+    old_tier = state.tier if state else from_tier
     if state is None:
         state = MemberTier(member=member)
     state.tier = new_tier
@@ -86,7 +87,7 @@ def member_tier_upgrade(*, member: Member, now: datetime | None = None) -> TierC
             state.below_since = None
             state.save(update_fields=["below_since"])
         return None
-    return _change(member, state, reached, points, "earn", now)
+    return _change(member, state, reached, points, "earn", now, from_tier=current)
 
 
 def tiers_recalculate(*, now: datetime | None = None) -> dict[str, int]:
@@ -98,9 +99,20 @@ def tiers_recalculate(*, now: datetime | None = None) -> dict[str, int]:
     counts = {"downgraded": 0, "marked": 0, "cleared": 0}
     if not tiers:
         return counts
-    states = MemberTier.objects.select_related("tier", "member").exclude(tier=tiers[0])
-    for state in states.iterator(chunk_size=500):
+    states = MemberTier.objects.exclude(tier=tiers[0]).order_by("member_id")
+    for member_id in list(states.values_list("member_id", flat=True)):
         with transaction.atomic():
+            # An earn may upgrade this member meanwhile (under their wallet lock): take the
+            # same lock, in the same order, and decide on the state as it is now.
+            _lock_wallets([member_id])
+            state = (
+                MemberTier.objects.select_related("tier", "member")
+                .filter(member_id=member_id)
+                .exclude(tier=tiers[0])
+                .first()
+            )
+            if state is None:
+                continue
             points = qualifying_points(member=state.member, now=now)
             reached = tier_for_points(tiers, points) or tiers[0]
             if reached.qualifying_points >= state.tier.qualifying_points:

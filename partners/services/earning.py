@@ -33,6 +33,7 @@ from coalition.errors import CurrencyMismatch, InvalidInput, MemberNotActive, No
 from coalition.models import LedgerTransaction, Member
 from coalition.money import parse_amount
 
+from .. import webhooks
 from ..models import Partner, Promotion, PromotionAward, ReferralReward, Store
 from .accounts import require_active_partner
 
@@ -113,6 +114,8 @@ def _parse_line_items(raw_items: list[dict] | None, currency: str) -> list[LineI
     items = []
     for index, raw in enumerate(raw_items):
         where = f"lineItems.{index}"
+        if not isinstance(raw, dict):
+            raise InvalidInput("A line item must be an object", field=where)
         sku = ledger.validate_text(raw.get("sku"), field=f"{where}.sku", required=True)
         category = ledger.validate_text(raw.get("category") or "", field=f"{where}.category")
         quantity = raw.get("quantity")
@@ -150,11 +153,15 @@ def _validate_purchase(
     return parsed, items
 
 
+def _excluded_categories(partner: Partner) -> set[str]:
+    return {str(category).strip().lower() for category in partner.excluded_categories or []}
+
+
 def eligible_amount(partner: Partner, amount: Decimal, items: list[LineItem] | None) -> Decimal:
     """The amount that earns points: excluded categories (gift cards, tobacco…) don't."""
     if items is None:
         return amount
-    excluded = {category.strip().lower() for category in partner.excluded_categories or []}
+    excluded = _excluded_categories(partner)
     return sum((item.total for item in items if item.category not in excluded), Decimal(0))
 
 
@@ -181,16 +188,21 @@ def _month_start(moment: datetime) -> datetime:
     return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
+def _next_month_start(moment: datetime) -> datetime:
+    start = _month_start(moment)
+    return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+
+
 def _applies(promotion: Promotion, context: PurchaseContext) -> bool:
     """Do the promotion's conditions hold for this purchase?"""
     if promotion.min_spend is not None and context.eligible < promotion.min_spend:
         return False
     eligible_items = context.items or []
     if context.items is not None:
-        excluded = {c.lower() for c in context.partner.excluded_categories or []}
+        excluded = _excluded_categories(context.partner)
         eligible_items = [item for item in context.items if item.category not in excluded]
     if promotion.categories:
-        wanted = {category.lower() for category in promotion.categories}
+        wanted = {str(category).strip().lower() for category in promotion.categories}
         if not any(item.category in wanted for item in eligible_items):
             return False
     if promotion.skus and not any(item.sku in set(promotion.skus) for item in eligible_items):
@@ -205,11 +217,19 @@ def _applies(promotion: Promotion, context: PurchaseContext) -> bool:
         if awards.count() >= promotion.per_member_limit:
             return False
     if promotion.kind == Promotion.Kind.CROSS_BRAND:
-        month = _month_start(context.occurred_at)
-        if awards.filter(created_at__gte=month).exists():
+        # Awards and earns alike are dated by their ledger transaction, within the calendar
+        # month of the purchase (not the award row's database clock, not open-ended).
+        month_start = _month_start(context.occurred_at)
+        month_end = _next_month_start(context.occurred_at)
+        if awards.filter(
+            transaction__created_at__gte=month_start, transaction__created_at__lt=month_end
+        ).exists():
             return False
         earns_this_month = LedgerTransaction.objects.filter(
-            member=context.member, kind=LedgerTransaction.Kind.EARN, created_at__gte=month
+            member=context.member,
+            kind=LedgerTransaction.Kind.EARN,
+            created_at__gte=month_start,
+            created_at__lt=month_end,
         )
         if earns_this_month.filter(partner=context.partner).exists():
             return False  # not the first purchase at this partner this month
@@ -249,17 +269,18 @@ def compute_points(context: PurchaseContext, promotions: list[Promotion]) -> Com
     applicable = [p for p in promotions if _applies(p, context)]
     exclusive = [p for p in applicable if p.exclusive]
     if exclusive:
-        applicable = [max(exclusive, key=lambda p: (_contribution(p, running), -p.pk))]
-    else:
-        applicable = [p for p in applicable if not p.exclusive]
+        # The exclusive adding the most points wins, counting only what its budget has left.
+        applicable = [max(exclusive, key=lambda p: (_capped(p, running), -p.pk))]
 
     for promotion in sorted(applicable, key=lambda p: (p.kind != "multiplier", p.pk)):
-        points = _contribution(promotion, running)
+        points = _capped(promotion, running)
         if promotion.kind == Promotion.Kind.MULTIPLIER:
-            running = running * promotion.multiplier
-        budget = _budget_left(promotion)
-        if budget is not None:
-            points = min(points, budget)
+            if points < _contribution(promotion, running):
+                # Its budget ran out: later multipliers stack on what it really gave, not on
+                # the multiplier it could no longer pay for.
+                running = running + points
+            else:
+                running = running * promotion.multiplier
         if points <= 0:
             continue
         computation.components.append(
@@ -275,6 +296,13 @@ def compute_points(context: PurchaseContext, promotions: list[Promotion]) -> Com
             )
         )
     return computation
+
+
+def _capped(promotion: Promotion, running: Decimal) -> int:
+    """The promotion's points on top of `running`, within what is left of its budget."""
+    points = _contribution(promotion, running)
+    budget = _budget_left(promotion)
+    return points if budget is None else min(points, budget)
 
 
 def _contribution(promotion: Promotion, running: Decimal) -> int:
@@ -410,6 +438,9 @@ def _post_purchase(
     )
     if replay := _purchase_replay(caller, idempotency_key, request_hash):
         return replay
+    # Read again under the wallet lock: a concurrent first purchase of the same member may
+    # have given the referral bonus while we waited (the bonus is once only).
+    referral_due = referral_due and not ReferralReward.objects.filter(referee=member).exists()
     promotions = _promotions_for(partner, occurred_at)
     budgeted = [promotion.pk for promotion in promotions if promotion.budget_points is not None]
     if budgeted:
@@ -472,9 +503,14 @@ def _post_purchase(
     )
     awards = [c for c in computation.components if c.promotion_id is not None]
     for component in awards:
-        Promotion.objects.filter(pk=component.promotion_id).update(
-            awarded_points=F("awarded_points") + component.points
-        )
+        # Only budgeted promotions keep a running counter (their rows are locked above
+        # anyway). Bumping an unbudgeted coalition-wide promotion's row on every purchase
+        # would make every till in the coalition queue on it; its total is the sum of its
+        # awards.
+        if component.promotion_id in budgeted:
+            Promotion.objects.filter(pk=component.promotion_id).update(
+                awarded_points=F("awarded_points") + component.points
+            )
     PromotionAward.objects.bulk_create(
         [
             PromotionAward(
@@ -485,6 +521,17 @@ def _post_purchase(
     )
     if referral_due:
         _referral_bonus(member, now)
+    webhooks.event_record(
+        partner=partner,
+        type=webhooks.EventType.POINTS_EARNED,
+        payload=lambda: webhooks.transaction_payload(txn),
+    )
+    # Charity round-up (issue 6): the member's chosen share of this earn is donated in this
+    # same database transaction, under the wallet lock taken above; a refusal skips the
+    # round-up only, never the earn. Imported here: partners does not depend on charity.
+    from charity.services import round_up_donate
+
+    round_up_donate(earn_transaction=txn, now=now)
     return PurchaseResult(txn, txn.member_points, member)
 
 

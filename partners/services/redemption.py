@@ -19,6 +19,7 @@ from coalition.models import LedgerTransaction, Member, RedemptionHold
 from coalition.money import Money, points_value
 from coalition.selectors import hold_get, member_get_by_number
 
+from .. import webhooks
 from ..models import Partner, Reward, RewardRedemption
 from .accounts import require_active_partner
 
@@ -46,6 +47,7 @@ def _redemption(txn: LedgerTransaction, partner: Partner) -> Redemption:
     )
 
 
+@ledger.ledger_write
 def points_redeem(
     *,
     partner: Partner,
@@ -69,6 +71,7 @@ def points_redeem(
         reference=reference,
         now=now,
     )
+    _event_unless_replayed(txn, partner, webhooks.EventType.POINTS_REDEEMED)
     return _redemption(txn, partner)
 
 
@@ -96,6 +99,7 @@ def redemption_authorize(
     )
 
 
+@ledger.ledger_write
 def redemption_capture(
     *,
     partner: Partner,
@@ -113,6 +117,7 @@ def redemption_capture(
         points=points,
         now=now,
     )
+    _event_unless_replayed(txn, partner, webhooks.EventType.POINTS_REDEEMED)
     return _redemption(txn, partner)
 
 
@@ -126,6 +131,7 @@ def redemption_void(
     )
 
 
+@ledger.ledger_write
 def partner_transaction_reverse(
     *,
     partner: Partner,
@@ -139,7 +145,7 @@ def partner_transaction_reverse(
     original = LedgerTransaction.objects.filter(pk=transaction_id, partner=partner).first()
     if original is None:
         raise NotFound("No such transaction", field="transactionId")
-    return ledger.transaction_reverse(
+    reversal = ledger.transaction_reverse(
         caller=f"partner:{partner.pk}",
         idempotency_key=idempotency_key,
         transaction_to_reverse=original,
@@ -147,6 +153,16 @@ def partner_transaction_reverse(
         reason=reason,
         now=now,
     )
+    _event_unless_replayed(reversal, partner, webhooks.EventType.TRANSACTION_REVERSED)
+    return reversal
+
+
+def _event_unless_replayed(txn: LedgerTransaction, partner: Partner, event_type: str) -> None:
+    """Tell the partner's webhooks, in the write's own transaction (a replay told them)."""
+    if not getattr(txn, "replayed", False):
+        webhooks.event_record(
+            partner=partner, type=event_type, payload=lambda: webhooks.transaction_payload(txn)
+        )
 
 
 @ledger.ledger_write

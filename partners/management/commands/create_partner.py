@@ -1,5 +1,7 @@
 """Onboard a partner brand; prints its new API key (shown once, stored hashed)."""
 
+import re
+
 from django.core.management.base import BaseCommand, CommandError
 
 from coalition.errors import CoalitionError
@@ -40,6 +42,11 @@ class Command(BaseCommand):
                 allow_redemption_above_issuance=options["allow_redemption_above_issuance"],
             )
         except CoalitionError as error:
-            field = f"--{error.field.replace('Price', '-price').lower()}: " if error.field else ""
-            raise CommandError(f"{field}{error.message}") from error
+            option = f"{_option_name(error.field)}: " if error.field else ""
+            raise CommandError(f"{option}{error.message}") from error
         self.stdout.write(raw_key)
+
+
+def _option_name(field: str) -> str:
+    """The command-line option for a service field: earnRate → --earn-rate."""
+    return "--" + re.sub(r"(?<!^)([A-Z])", r"-\1", field).lower()
