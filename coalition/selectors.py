@@ -191,3 +191,129 @@ def ledger_check() -> LedgerReport:
         cursor.execute("SELECT count(*) FROM coalition_entry")
         entries = cursor.fetchone()[0]
     return LedgerReport(transactions=transactions, entries=entries, problems=problems)
+
+
+# --------------------------------------------------------------------------- visibility
+# Added for the API (issue 4). Which rows a reader may see is decided here, once: the API
+# maps its credential to a `Viewer` and never filters rows itself.
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is reading: a member (themselves), a partner (its own dealings) or staff (all).
+
+    A viewer naming nobody (anonymous) sees no member data at all.
+    """
+
+    member_id: int | None = None
+    partner_id: int | None = None
+    staff: bool = False
+
+
+def transactions_visible(*, viewer: Viewer) -> QuerySet:
+    """Ledger transactions the viewer may read: a member its own, a partner those made at
+    its tills (for any member), staff every one."""
+    transactions = LedgerTransaction.objects.all()
+    if viewer.staff:
+        return transactions
+    if viewer.member_id is not None:
+        return transactions.filter(member_id=viewer.member_id)
+    if viewer.partner_id is not None:
+        return transactions.filter(partner_id=viewer.partner_id, member__isnull=False)
+    return transactions.none()
+
+
+def member_transactions_visible(*, member: Member, viewer: Viewer) -> QuerySet:
+    """One member's history as the viewer may see it, newest first (a partner: its own)."""
+    return (
+        transactions_visible(viewer=viewer)
+        .filter(member_id=member.pk)
+        .order_by("-created_at", "-id")
+    )
+
+
+def holds_visible(*, viewer: Viewer) -> QuerySet:
+    """Redemption holds the viewer may read: the member's own, the partner's own, or all."""
+    holds = RedemptionHold.objects.all()
+    if viewer.staff:
+        return holds
+    if viewer.member_id is not None:
+        return holds.filter(member_id=viewer.member_id)
+    if viewer.partner_id is not None:
+        return holds.filter(partner_id=viewer.partner_id)
+    return holds.none()
+
+
+def members_visible_by_id(*, viewer: Viewer) -> QuerySet:
+    """Members the viewer may reach by their id: only themselves, or all for staff.
+
+    Partners reach members by member number only (`member_get_by_number`).
+    """
+    if viewer.staff:
+        return Member.objects.all()
+    if viewer.member_id is not None:
+        return Member.objects.filter(pk=viewer.member_id)
+    return Member.objects.none()
+
+
+def transaction_get_for_partner(*, partner_id: int, transaction_id: int) -> LedgerTransaction:
+    """One of the partner's own transactions; any other is not found (never leaked)."""
+    txn = LedgerTransaction.objects.filter(pk=transaction_id, partner_id=partner_id).first()
+    if txn is None:
+        raise NotFound("No such transaction", field="transactionId")
+    return txn
+
+
+def member_lifetime_earned(*, member: Member) -> int:
+    """Points ever earned (earns and bonuses) less what reversals took back of them."""
+    from django.db.models import Q
+
+    earned = LedgerTransaction.objects.filter(member=member).filter(
+        Q(kind__in=[LedgerTransaction.Kind.EARN, LedgerTransaction.Kind.BONUS])
+        | Q(
+            kind=LedgerTransaction.Kind.REVERSAL,
+            reversal_of__kind__in=[LedgerTransaction.Kind.EARN, LedgerTransaction.Kind.BONUS],
+        )
+    )
+    return earned.aggregate(total=Sum("member_points"))["total"] or 0
+
+
+def wallets_by_member(*, member_ids) -> dict[int, Account]:
+    """Member wallets keyed by member id, in one query."""
+    return {
+        wallet.member_id: wallet
+        for wallet in Account.objects.filter(
+            kind=Account.Kind.MEMBER_WALLET, member_id__in=list(member_ids)
+        )
+    }
+
+
+def member_authenticate(*, email: str, password: str) -> Member:
+    """The member with this email and password, for a login.
+
+    Unknown email, wrong password and a member without a password all give the same
+    refusal (and take about as long: a hash is computed either way). A suspended or closed
+    member is refused once the password is right.
+    """
+    from django.contrib.auth.hashers import check_password, make_password
+
+    from .errors import MemberNotActive, PermissionDenied
+
+    refusal = PermissionDenied("The email or the password is wrong")
+    if not isinstance(email, str) or not isinstance(password, str) or len(password) > 128:
+        raise refusal
+    member = Member.objects.filter(email__iexact=email.strip()).first() if email else None
+    if member is None or not member.password:
+        make_password(password)  # the same work as a real check
+        raise refusal
+    if not check_password(password, member.password):
+        raise refusal
+    if member.status != Member.Status.ACTIVE:
+        raise MemberNotActive(f"This membership is {member.status}")
+    return member
+
+
+def member_private_visible(*, member: Member, viewer: Viewer) -> bool:
+    """May the viewer see the member's private dealings (donations, giving choices)?
+    The member itself and staff may; a partner that looked the member up may not."""
+    return viewer.staff or viewer.member_id == member.pk

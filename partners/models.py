@@ -370,3 +370,62 @@ class WebhookDelivery(models.Model):
                 name="webhook_delivery_due",
             ),
         ]
+
+
+# --------------------------------------------------------------------------- purchase files
+# End-of-day purchase files recorded in chunks by Celery (issue 8). The logic is in
+# partners/imports.py.
+
+
+class PurchaseImport(models.Model):
+    """A partner's CSV file of purchases, recorded chunk by chunk, each row with its own
+    idempotency key (a file sent again adds nothing)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="purchase_imports")
+    file_path = models.CharField(max_length=500, help_text="Where the workers read the file.")
+    file_name = models.CharField(max_length=255, help_text="The name it was sent under.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    columns = models.JSONField(default=list, help_text="The file's header, in order.")
+    chunk_size = models.PositiveIntegerField(default=1000)
+    total_rows = models.PositiveBigIntegerField(default=0)
+    processed_rows = models.PositiveBigIntegerField(default=0)
+    accepted = models.PositiveBigIntegerField(default=0)
+    rejected = models.PositiveBigIntegerField(default=0)
+    result_path = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"import #{self.pk} {self.file_name} ({self.status})"
+
+
+class PurchaseImportChunk(models.Model):
+    """One chunk of an import: where its rows are in the file, and what became of them once
+    a worker recorded them (counted once, however often the task runs)."""
+
+    purchase_import = models.ForeignKey(
+        PurchaseImport, on_delete=models.CASCADE, related_name="chunks"
+    )
+    start_row = models.PositiveBigIntegerField(help_text="Data rows before it (0-based).")
+    row_count = models.PositiveIntegerField()
+    byte_start = models.PositiveBigIntegerField()
+    byte_end = models.PositiveBigIntegerField()
+    accepted = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["purchase_import", "start_row"], name="import_chunk_start_unique"
+            ),
+        ]

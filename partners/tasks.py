@@ -36,3 +36,23 @@ def sweep_webhook_domain_events() -> int:
     from .webhooks import domain_events_sweep
 
     return domain_events_sweep()
+
+
+# --------------------------------------------------------------------------- purchase files
+
+from django.db import OperationalError  # noqa: E402 (issue 8: appended section)
+
+
+@shared_task(
+    name="partners.tasks.import_purchases_chunk",
+    autoretry_for=(OSError, OperationalError),  # transient: file share, database
+    retry_backoff=True,
+    max_retries=5,
+)
+def import_purchases_chunk(import_id: int, start_row: int, count: int) -> dict:
+    """Record one chunk of a purchase file (issue 8). Idempotent: every row has its own
+    idempotency key and the chunk is counted once. Deadlocks are retried inside."""
+    from .imports import import_chunk_process
+
+    result = import_chunk_process(import_id=import_id, start_row=start_row, count=count)
+    return {"accepted": result.accepted, "rejected": result.rejected, "counted": result.counted}

@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "settlement",
     "charity",
     "api",
+    "web",
 ]
 
 MIDDLEWARE = [
@@ -151,4 +152,66 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}
+
+# --- Settlement -----------------------------------------------------------------------
+# Lines whose net is smaller than this (absolute, in the line's currency) carry forward.
+SETTLEMENT_MINIMUM = env.str("SETTLEMENT_MINIMUM", default="10.00")
+SETTLEMENT_CHARITY_MINIMUM = env.str("SETTLEMENT_CHARITY_MINIMUM", default=SETTLEMENT_MINIMUM)
+# The Stripe API version every settlement call pins (settlement/stripe_gateway.py).
+STRIPE_API_VERSION = env.str("STRIPE_API_VERSION", default="2024-06-20")
+# Webhook signatures older than this many seconds are refused (replay protection).
+STRIPE_WEBHOOK_TOLERANCE = env.int("STRIPE_WEBHOOK_TOLERANCE", default=300)
+# Retries the Stripe library makes itself on network errors, 409, 429 and 5xx.
+STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
+STRIPE_TIMEOUT_SECONDS = env.int("STRIPE_TIMEOUT_SECONDS", default=30)
+CELERY_BEAT_SCHEDULE["settlement-resume-executing"] = {
+    "task": "settlement.tasks.resume_executing_runs",
+    "schedule": timedelta(minutes=10),
+}
+
+# --- Charity (issue 6) ------------------------------------------------------------------
+# The nightly expiry first gives opted-in members' due points to the charity they chose,
+# then expires the rest (same time, same entry name).
+CELERY_BEAT_SCHEDULE["expire-due-lots"]["task"] = "charity.tasks.expire_with_giving"
+
+# --- API (GraphQL, issue 4) -----------------------------------------------------------
+GRAPHENE = {"SCHEMA": "api.schema.schema"}
+# Introspection and GraphiQL are on with DEBUG; in production only when enabled here.
+GRAPHQL_INTROSPECTION = env.bool("GRAPHQL_INTROSPECTION", default=False)
+GRAPHIQL = env.bool("GRAPHIQL", default=False)
+# Lifetime of a member token from memberLogin, in seconds (a password change revokes it).
+MEMBER_TOKEN_TTL = env.int("MEMBER_TOKEN_TTL", default=24 * 3600)
+API_LIMITS = {
+    "MAX_BODY_BYTES": env.int("API_MAX_BODY_BYTES", default=1024 * 1024),  # 413 above
+    "MAX_TOKENS": 10_000,  # lexical tokens in one document
+    "MAX_DEPTH": env.int("API_MAX_DEPTH", default=10),
+    "MAX_COST": env.int("API_MAX_COST", default=20_000),  # fields × page sizes
+    "MAX_ALIASES": 30,
+    "MAX_MUTATION_FIELDS": 10,  # root fields of one mutation document
+    "DEFAULT_PAGE_SIZE": 20,
+    "MAX_PAGE_SIZE": 100,
+    "LIST_COST": 10,
+}
+# Per credential (or client address) and operation, in Django's cache: set CACHE_URL to
+# Redis in production so every web process counts together. "count/period", period s/m/h/d.
+RATE_LIMITS = {
+    "default": env.str("API_RATE_LIMIT_DEFAULT", default="3000/m"),
+    "memberLogin": env.str("API_RATE_LIMIT_LOGIN", default="30/m"),
+    "memberLogin:email": "20/15m",
+}
+# Outbound webhooks to partners (partners/webhooks.py).
+WEBHOOKS = {
+    "TIMEOUT": env.int("WEBHOOK_TIMEOUT", default=10),
+    "RETRY_FOR_HOURS": 72,
+    "ALLOW_HTTP": env.bool("WEBHOOK_ALLOW_HTTP", default=False),
+    "ALLOW_PRIVATE_HOSTS": env.bool("WEBHOOK_ALLOW_PRIVATE_HOSTS", default=False),
+}
+CELERY_BEAT_SCHEDULE["retry-webhook-deliveries"] = {
+    "task": "partners.tasks.retry_webhook_deliveries",
+    "schedule": timedelta(minutes=1),
+}
+CELERY_BEAT_SCHEDULE["sweep-webhook-domain-events"] = {
+    "task": "partners.tasks.sweep_webhook_domain_events",
+    "schedule": timedelta(minutes=1),
 }

@@ -1,24 +1,20 @@
-"""Seed a demo coalition. Idempotent: a second run adds nothing."""
+"""Seed the demo coalition. Idempotent: a second run adds nothing."""
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
-from django.db import transaction
 
-from coalition.services import programme_get
-
-DEMO_ADMIN = ("admin", "coalition-demo")
+from api.demo import MEMBERS, seed
 
 
 class Command(BaseCommand):
-    help = "Create a demo coalition (idempotent)."
+    help = "Create the demo coalition: brands, charities, members, activity, settlement."
 
-    @transaction.atomic
+    def add_arguments(self, parser):
+        parser.add_argument("--members", type=int, default=MEMBERS)
+        parser.add_argument("--days", type=int, default=90)
+
     def handle(self, *args, **options):
-        created = []
-        programme = programme_get()
-        user_model = get_user_model()
-        if not user_model.objects.filter(username=DEMO_ADMIN[0]).exists():
-            user_model.objects.create_superuser(DEMO_ADMIN[0], password=DEMO_ADMIN[1])
-            created.append("1 admin user")
-        summary = ", ".join(created) if created else "nothing new"
-        self.stdout.write(f"demo coalition '{programme.name}': {summary}")
+        if not 1 <= options["members"] <= 100_000 or not 1 <= options["days"] <= 365:
+            self.stderr.write("--members must be 1..100000 and --days 1..365")
+            raise SystemExit(2)
+        report = seed(stdout=self.stdout, members=options["members"], days=options["days"])
+        self.stdout.write(f"demo coalition: {report.summary()}")

@@ -1,0 +1,428 @@
+"""End-of-day purchase files: millions of rows, recorded in chunks by Celery workers.
+
+The file is CSV (UTF-8, optional BOM) with a header naming its columns, in any order:
+
+    idempotency_key, member_number, amount, currency, reference     required
+    occurred_at (ISO 8601), store_code, line_items (JSON list)      optional
+
+Other columns are ignored. Each row is one purchase with its own idempotency key, recorded
+by `purchases_record_batch` with the rules and error codes of `purchase_record`; a file sent
+again therefore adds nothing (every row comes back accepted, replayed, with the same
+transaction).
+
+`purchase_file_scan` reads the file once: it checks the header, counts the rows and notes
+where every chunk of rows starts and ends in the file (a quoted field may hold line
+breaks), so that a worker reads its chunk alone. `purchase_import_create` records the import
+and its chunks; `purchase_import_enqueue` hands the chunks to Celery
+(`partners.tasks.import_purchases_chunk`). `import_chunk_process` records one chunk, writes
+its part of the result, counts it once (a chunk run twice records nothing new and is not
+counted again), and the chunk that completes the file assembles the result CSV:
+
+    row, idempotency_key, status, replayed, transaction_id, points, error_code,
+    error_field, error_message
+
+`row` is the data row's number in the file (1 = the first row after the header; blank lines
+are not rows). The workers need the file and the import folder (`PURCHASE_IMPORT_DIR`,
+default var/imports/) on a shared volume.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Sum
+from django.db.models.functions import Coalesce, Greatest
+from django.utils import timezone
+
+from .models import Partner, PurchaseImport, PurchaseImportChunk
+from .services.batch import MAX_PURCHASES, PurchaseOutcome, purchases_record_batch
+
+REQUIRED_COLUMNS = ("idempotency_key", "member_number", "amount", "currency", "reference")
+OPTIONAL_COLUMNS = ("occurred_at", "store_code", "line_items")
+RESULT_COLUMNS = (
+    "row",
+    "idempotency_key",
+    "status",
+    "replayed",
+    "transaction_id",
+    "points",
+    "error_code",
+    "error_field",
+    "error_message",
+)
+DEFAULT_CHUNK = 1000
+
+
+class ImportFileError(Exception):
+    """The file cannot be imported at all (missing, unreadable, or a bad header)."""
+
+
+def import_dir() -> Path:
+    """Where uploaded files, result parts and results live (shared with the workers)."""
+    configured = getattr(settings, "PURCHASE_IMPORT_DIR", None)
+    return Path(configured) if configured else Path(settings.BASE_DIR) / "var" / "imports"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _records(handle: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
+    """(start, end, bytes) of every CSV record from the handle's position on.
+
+    A record ends at a line break outside quotes: the quotes seen so far are even (CSV
+    doubles a quote inside a quoted field, which keeps the count even).
+    """
+    start = handle.tell()
+    pending: list[bytes] = []
+    quotes = 0
+    for line in handle:
+        pending.append(line)
+        if b'"' in line:
+            quotes += line.count(b'"')
+        if quotes % 2:
+            continue
+        end = start + sum(len(part) for part in pending)
+        yield start, end, b"".join(pending) if len(pending) > 1 else line
+        start = end
+        pending = []
+        quotes = 0
+    if pending:
+        yield start, start + sum(len(part) for part in pending), b"".join(pending)
+
+
+def _is_blank(record: bytes) -> bool:
+    return not record.strip(b"\r\n")
+
+
+def _header(record: bytes) -> list[str]:
+    try:
+        text = record.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ImportFileError("the header is not UTF-8 text") from exc
+    columns = next(csv.reader(io.StringIO(text)), [])
+    return [column.strip().lower() for column in columns]
+
+
+@dataclass
+class FileScan:
+    columns: list[str]
+    total_rows: int
+    # (start row, row count, first byte, end byte) of every chunk
+    chunks: list[tuple[int, int, int, int]] = field(default_factory=list)
+
+
+def purchase_file_scan(*, path: str | Path, chunk_size: int = DEFAULT_CHUNK) -> FileScan:
+    """Check a purchase file's header and find its rows and chunks (nothing is recorded).
+
+    Raises ImportFileError, with one line saying what is wrong, for a file that cannot be
+    imported.
+    """
+    if not 1 <= chunk_size <= MAX_PURCHASES:
+        raise ImportFileError(f"the chunk size must be from 1 to {MAX_PURCHASES}")
+    path = Path(path)
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise ImportFileError(f"{path}: {exc.strerror or exc}") from exc
+    with handle:
+        records = _records(handle)
+        header = next((r for r in records if not _is_blank(r[2])), None)
+        if header is None:
+            raise ImportFileError(f"{path.name}: the file is empty (no header)")
+        columns = _header(header[2])
+        missing = [column for column in REQUIRED_COLUMNS if column not in columns]
+        if missing:
+            raise ImportFileError(f"{path.name}: missing columns: {', '.join(missing)}")
+        repeated = sorted({column for column in columns if column and columns.count(column) > 1})
+        if repeated:
+            raise ImportFileError(f"{path.name}: repeated columns: {', '.join(repeated)}")
+        scan = FileScan(columns=columns, total_rows=0)
+        chunk_start = chunk_rows = 0
+        chunk_byte = None
+        chunk_end = header[1]
+        for start, end, record in records:
+            if _is_blank(record):
+                continue
+            if chunk_byte is None:
+                chunk_byte = start
+            chunk_rows += 1
+            chunk_end = end
+            if chunk_rows == chunk_size:
+                scan.chunks.append((chunk_start, chunk_rows, chunk_byte, chunk_end))
+                chunk_start += chunk_rows
+                chunk_rows = 0
+                chunk_byte = None
+        if chunk_rows:
+            scan.chunks.append((chunk_start, chunk_rows, chunk_byte, chunk_end))
+        scan.total_rows = chunk_start + chunk_rows
+    return scan
+
+
+def _chunk_rows(purchase_import: PurchaseImport, chunk: PurchaseImportChunk) -> list[list[str]]:
+    with open(purchase_import.file_path, "rb") as handle:
+        handle.seek(chunk.byte_start)
+        data = handle.read(chunk.byte_end - chunk.byte_start)
+    text = data.decode("utf-8", errors="replace")
+    rows = [row for row in csv.reader(io.StringIO(text)) if row]
+    if len(rows) != chunk.row_count:
+        raise RuntimeError(
+            f"import #{purchase_import.pk}: the file changed since it was scanned "
+            f"(chunk at row {chunk.start_row}: {len(rows)} rows, {chunk.row_count} expected)"
+        )
+    return rows
+
+
+def _purchase(columns: list[str], row: list[str]) -> dict[str, Any]:
+    """A CSV row as the dictionary `purchases_record_batch` takes (ValueError: unusable)."""
+    if len(row) != len(columns):
+        raise ValueError(f"The row has {len(row)} fields; the header has {len(columns)}")
+    cells = {column: value.strip() for column, value in zip(columns, row, strict=True)}
+    purchase: dict[str, Any] = {
+        "idempotency_key": cells["idempotency_key"],
+        "member_number": cells["member_number"] or None,
+        "amount": cells["amount"],
+        "currency": cells["currency"],
+        "reference": cells["reference"],
+    }
+    if cells.get("occurred_at"):
+        purchase["occurred_at"] = cells["occurred_at"]
+    if cells.get("store_code"):
+        purchase["store_code"] = cells["store_code"]
+    if cells.get("line_items"):
+        try:
+            purchase["line_items"] = json.loads(cells["line_items"])
+        except json.JSONDecodeError as exc:
+            raise ValueError("lineItems: not valid JSON") from exc
+    return purchase
+
+
+# --------------------------------------------------------------------------- the import
+
+
+def purchase_import_create(
+    *,
+    partner: Partner,
+    path: str | Path,
+    name: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    result_path: str | Path | None = None,
+    scan: FileScan | None = None,
+) -> PurchaseImport:
+    """Record an import of the file and its chunks (ImportFileError: the file is unusable)."""
+    path = Path(path).resolve()
+    scan = scan or purchase_file_scan(path=path, chunk_size=chunk_size)
+    with transaction.atomic():
+        purchase_import = PurchaseImport.objects.create(
+            partner=partner,
+            file_path=str(path),
+            file_name=name or path.name,
+            columns=scan.columns,
+            chunk_size=chunk_size,
+            total_rows=scan.total_rows,
+        )
+        purchase_import.result_path = str(
+            Path(result_path).resolve()
+            if result_path
+            else import_dir() / f"import-{purchase_import.pk}-result.csv"
+        )
+        purchase_import.save(update_fields=["result_path"])
+        PurchaseImportChunk.objects.bulk_create(
+            [
+                PurchaseImportChunk(
+                    purchase_import=purchase_import,
+                    start_row=start_row,
+                    row_count=row_count,
+                    byte_start=byte_start,
+                    byte_end=byte_end,
+                )
+                for start_row, row_count, byte_start, byte_end in scan.chunks
+            ],
+            batch_size=1000,
+        )
+    if not scan.chunks:
+        _finish(purchase_import)
+        purchase_import.refresh_from_db()
+    return purchase_import
+
+
+def purchase_import_enqueue(*, purchase_import: PurchaseImport) -> int:
+    """Hand every unfinished chunk to the workers (after the commit). Returns how many."""
+    from .tasks import import_purchases_chunk
+
+    PurchaseImport.objects.filter(
+        pk=purchase_import.pk, status=PurchaseImport.Status.PENDING
+    ).update(status=PurchaseImport.Status.RUNNING)
+    chunks = list(
+        purchase_import.chunks.filter(finished_at__isnull=True)
+        .order_by("start_row")
+        .values_list("start_row", "row_count")
+    )
+
+    def send() -> None:
+        for start_row, row_count in chunks:
+            import_purchases_chunk.delay(purchase_import.pk, start_row, row_count)
+
+    transaction.on_commit(send)
+    return len(chunks)
+
+
+@dataclass
+class ChunkResult:
+    accepted: int
+    rejected: int
+    counted: bool  # False: the chunk had been recorded before
+
+
+def _parts_dir(purchase_import: PurchaseImport) -> Path:
+    return import_dir() / f"import-{purchase_import.pk}.parts"
+
+
+def _part_path(purchase_import: PurchaseImport, start_row: int) -> Path:
+    return _parts_dir(purchase_import) / f"{start_row:012d}.csv"
+
+
+def _write_atomically(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", newline="", encoding="utf-8") as out:
+            write(out)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _result_row(row_number: int, key: str, outcome: PurchaseOutcome) -> list[Any]:
+    field_name = outcome.field or ""
+    if field_name.startswith("purchases."):
+        # The row number says which purchase: keep the field within it.
+        field_name = ".".join(field_name.split(".")[2:])
+    return [
+        row_number,
+        key,
+        outcome.status,
+        "yes" if outcome.replayed else "no",
+        outcome.transaction_id or "",
+        outcome.points_awarded if outcome.accepted else "",
+        outcome.code or "",
+        field_name,
+        outcome.message,
+    ]
+
+
+def import_chunk_process(*, import_id: int, start_row: int, count: int) -> ChunkResult:
+    """Record one chunk of an import and count it (once). Safe to run again."""
+    purchase_import = PurchaseImport.objects.select_related("partner").get(pk=import_id)
+    chunk = PurchaseImportChunk.objects.get(purchase_import=purchase_import, start_row=start_row)
+    if chunk.row_count != count:
+        raise ValueError(f"chunk at row {start_row} has {chunk.row_count} rows, not {count}")
+    part = _part_path(purchase_import, start_row)
+    if chunk.finished_at is not None and (
+        part.exists() or purchase_import.status == PurchaseImport.Status.COMPLETED
+    ):
+        return ChunkResult(chunk.accepted, chunk.rejected, counted=False)
+
+    rows = _chunk_rows(purchase_import, chunk)
+    purchases: list[dict] = []
+    positions: list[int] = []  # the purchase of each row, or -1: refused before recording
+    unusable: dict[int, str] = {}
+    for position, row in enumerate(rows):
+        try:
+            purchases.append(_purchase(purchase_import.columns, row))
+            positions.append(len(purchases) - 1)
+        except ValueError as exc:
+            positions.append(-1)
+            unusable[position] = str(exc)
+    outcomes = purchases_record_batch(partner=purchase_import.partner, purchases=purchases)
+
+    lines: list[list[Any]] = []
+    accepted = rejected = 0
+    for position, row in enumerate(rows):
+        row_number = start_row + position + 1
+        if positions[position] < 0:
+            rejected += 1
+            key_column = purchase_import.columns.index("idempotency_key")
+            key = row[key_column] if key_column < len(row) else ""
+            message = unusable[position]
+            error_field = "lineItems" if message.startswith("lineItems") else ""
+            lines.append(
+                [row_number, key.strip(), "rejected", "no", "", "", "INVALID", error_field, message]
+            )
+            continue
+        outcome = outcomes[positions[position]]
+        if outcome.accepted:
+            accepted += 1
+        else:
+            rejected += 1
+        lines.append(
+            _result_row(row_number, purchases[positions[position]]["idempotency_key"], outcome)
+        )
+    _write_atomically(part, lambda out: csv.writer(out).writerows(lines))
+
+    counted = bool(
+        PurchaseImportChunk.objects.filter(pk=chunk.pk, finished_at__isnull=True).update(
+            accepted=accepted, rejected=rejected, finished_at=timezone.now()
+        )
+    )
+    _progress_update(purchase_import)
+    return ChunkResult(accepted, rejected, counted)
+
+
+def _progress_update(purchase_import: PurchaseImport) -> None:
+    """The import's counters from its finished chunks; the chunk that completes the file
+    assembles the result.
+
+    Counters only grow: GREATEST keeps a slower, older count from overwriting a newer one
+    when two workers finish chunks at the same moment.
+    """
+    done = purchase_import.chunks.filter(finished_at__isnull=False).aggregate(
+        processed=Coalesce(Sum("row_count"), 0),
+        accepted=Coalesce(Sum("accepted"), 0),
+        rejected=Coalesce(Sum("rejected"), 0),
+    )
+    PurchaseImport.objects.filter(pk=purchase_import.pk).update(
+        processed_rows=Greatest("processed_rows", done["processed"]),
+        accepted=Greatest("accepted", done["accepted"]),
+        rejected=Greatest("rejected", done["rejected"]),
+    )
+    PurchaseImport.objects.filter(
+        pk=purchase_import.pk, status=PurchaseImport.Status.PENDING
+    ).update(status=PurchaseImport.Status.RUNNING)
+    if done["processed"] >= purchase_import.total_rows:
+        _finish(purchase_import)
+
+
+def _finish(purchase_import: PurchaseImport) -> None:
+    """Assemble the result CSV from the chunks' parts and mark the import completed (once:
+    under the import's row lock, a second finisher finds it completed)."""
+    with transaction.atomic():
+        current = PurchaseImport.objects.select_for_update().get(pk=purchase_import.pk)
+        if current.status == PurchaseImport.Status.COMPLETED:
+            return
+        starts = list(current.chunks.order_by("start_row").values_list("start_row", flat=True))
+
+        def write(out) -> None:
+            csv.writer(out).writerow(RESULT_COLUMNS)
+            out.flush()
+            for start_row in starts:
+                part = _part_path(current, start_row)
+                with part.open(encoding="utf-8", newline="") as rows:
+                    shutil.copyfileobj(rows, out)
+
+        _write_atomically(Path(current.result_path), write)
+        current.status = PurchaseImport.Status.COMPLETED
+        current.finished_at = timezone.now()
+        current.save(update_fields=["status", "finished_at"])
+    shutil.rmtree(_parts_dir(purchase_import), ignore_errors=True)

@@ -1,0 +1,866 @@
+"""Recording purchases in bulk: up to 1,000 purchases at one partner in one database
+transaction, each with its own idempotency key, with the rules and error codes of
+`purchase_record` and the points of the same rule engine (`compute_points`).
+
+What is read once for the whole batch instead of once per purchase: earlier uses of the keys,
+the members (by number, or by the partner's customer reference), stores, promotions in force,
+tiers and tier states, the referral bonuses still due, and the facts the promotions' member
+conditions need (first purchase at the partner, awards per member for per-member limits,
+this month's earns and awards for cross-brand bonuses). The purchases are then computed one
+after another in batch order, each seeing what the earlier ones of the batch did (a member's
+second purchase is no longer their first; a promotion's budget shrinks; a member who crossed
+a tier threshold earns at the new tier), so that a batch awards exactly the points the same
+purchases recorded one by one, in the same order, would.
+
+Locks, in the order single purchases take them: the wallets of every member concerned
+(referrers of a referral bonus included) in member-id order, then the budgeted promotions in
+id order. Then the earns are posted with `points_earn_batch`, and the follow-up work of
+`_post_purchase` is done: promotion awards and budgets, referral bonuses, charity round-ups
+and webhook events.
+
+One difference with single purchases: round-ups are given after all the batch's earns, so a
+member whose wallet a reversal had taken negative may see a round-up that single purchases
+would have skipped (their balance was still negative after the first earn).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from coalition import services as ledger
+from coalition.errors import (
+    CoalitionError,
+    IdempotencyConflict,
+    InvalidInput,
+    InvalidState,
+    LimitExceeded,
+    MemberNotActive,
+    NotFound,
+)
+from coalition.models import IdempotencyRecord, LedgerTransaction, Member
+from coalition.services.batch import (
+    EarnRequest,
+    OutcomeStatus,
+    member_tiers_by_member,
+    points_earn_batch,
+    qualifying_points_by_member,
+    wallets_lock_sorted,
+)
+from coalition.services.tiers import tier_for_points, tiers_ordered
+
+from .. import webhooks
+from ..models import Partner, PartnerIdentity, Promotion, PromotionAward, ReferralReward, Store
+from .earning import (
+    FUTURE_TOLERANCE,
+    OLDEST_PURCHASE,
+    LineItem,
+    PurchaseContext,
+    _month_start,
+    _next_month_start,
+    _referral_bonus,
+    _validate_purchase,
+    compute_points,
+    eligible_amount,
+)
+
+MAX_PURCHASES = 1000
+OPERATION = "purchase_record"
+# The API's camelCase names are accepted as well as the service's own.
+_ALIASES = {
+    "idempotencyKey": "idempotency_key",
+    "memberNumber": "member_number",
+    "customerReference": "customer_reference",
+    "storeCode": "store_code",
+    "lineItems": "line_items",
+    "occurredAt": "occurred_at",
+}
+
+
+@dataclass
+class PurchaseOutcome:
+    """What became of one purchase of a batch (in the batch's order).
+
+    accepted: recorded now, or `replayed` (the key was used before for the same purchase),
+    with the transaction (none when the purchase earned no points). rejected: nothing was
+    written; `code`, `message` and `field` (`purchases.<i>.<field>`) say why.
+    """
+
+    index: int
+    idempotency_key: str | None
+    status: str  # "accepted" or "rejected"
+    replayed: bool = False
+    transaction_id: int | None = None
+    points_awarded: int = 0
+    member_id: int | None = None
+    code: str | None = None
+    message: str = ""
+    field: str | None = None
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == self.ACCEPTED
+
+
+@dataclass
+class _Purchase:
+    index: int
+    key: str
+    request_hash: str
+    amount: Decimal
+    currency: str
+    reference: str
+    items: list[LineItem] | None
+    member_number: Any
+    customer_reference: Any
+    store_code: Any
+    occurred_at: datetime
+    member: Member | None = None
+
+
+def _path(index: int, field: str | None) -> str:
+    return f"purchases.{index}.{field}" if field else f"purchases.{index}"
+
+
+def _rejected(index: int, key: Any, error: CoalitionError, member_id=None) -> PurchaseOutcome:
+    return PurchaseOutcome(
+        index=index,
+        idempotency_key=key if isinstance(key, str) else None,
+        status=PurchaseOutcome.REJECTED,
+        member_id=member_id,
+        code=str(error.code),
+        message=error.message,
+        field=_path(index, error.field),
+    )
+
+
+def _conflict(purchase: _Purchase) -> PurchaseOutcome:
+    error = IdempotencyConflict(
+        "This idempotency key was already used for a different request", field="idempotencyKey"
+    )
+    return _rejected(purchase.index, purchase.key, error)
+
+
+def _occurred_at(value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            parsed = parse_datetime(value.strip())
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            raise InvalidInput("Not an ISO 8601 date and time", field="occurredAt")
+        value = parsed
+    if not isinstance(value, datetime):
+        raise InvalidInput("Not a date and time", field="occurredAt")
+    if timezone.is_naive(value):
+        value = timezone.make_aware(value, timezone.get_default_timezone())
+    return value
+
+
+def _validate_one(partner: Partner, index: int, raw: Any, now: datetime) -> _Purchase:
+    """The checks `purchase_record` makes before it reads the database, in its order."""
+    if not isinstance(raw, dict):
+        raise InvalidInput("A purchase must be an object")
+    data = {_ALIASES.get(name, name): value for name, value in raw.items()}
+    key = data.get("idempotency_key")
+    ledger.validate_idempotency_key(key)
+    reference = ledger.validate_text(data.get("reference"), field="reference", required=True)
+    currency = ledger.validate_text(data.get("currency"), field="currency", required=True)
+    amount, items = _validate_purchase(
+        partner=partner,
+        amount=data.get("amount"),
+        currency=currency,
+        line_items=data.get("line_items"),
+    )
+    given_at = _occurred_at(data.get("occurred_at"))
+    occurred_at = given_at or now
+    if occurred_at > now + FUTURE_TOLERANCE:
+        raise InvalidInput("The purchase cannot be in the future", field="occurredAt")
+    if occurred_at < now - OLDEST_PURCHASE:
+        raise InvalidInput("The purchase is older than 90 days", field="occurredAt")
+    member_number = data.get("member_number")
+    customer_reference = data.get("customer_reference")
+    store_code = data.get("store_code")
+    # The same fingerprint as `purchase_record`: a purchase sent in a batch and then alone
+    # (or the other way round) with the same key is the same request.
+    request_hash = ledger.request_fingerprint(
+        OPERATION,
+        member_number=member_number,
+        customer_reference=customer_reference,
+        amount=str(amount.normalize()),
+        currency=currency,
+        reference=reference,
+        store_code=store_code,
+        line_items=[item.__dict__ for item in items] if items is not None else None,
+        occurred_at=given_at.isoformat() if given_at is not None else None,
+    )
+    return _Purchase(
+        index=index,
+        key=key,
+        request_hash=request_hash,
+        amount=amount,
+        currency=currency,
+        reference=reference,
+        items=items,
+        member_number=member_number,
+        customer_reference=customer_reference,
+        store_code=store_code,
+        occurred_at=occurred_at,
+    )
+
+
+def purchases_record_batch(
+    *, partner: Partner, purchases: list[dict], now: datetime | None = None
+) -> list[PurchaseOutcome]:
+    """Record up to 1,000 purchases at a partner; one outcome per purchase, in order.
+
+    Each purchase is what `purchase_record` takes (`idempotency_key`, `amount`, `currency`,
+    `reference`, `member_number` or `customer_reference`, optional `store_code`,
+    `line_items`, `occurred_at`; the API's camelCase names work too). A rejected purchase
+    writes nothing and does not stop the others. A purchase sent again with its key is
+    replayed (same transaction); within the batch the first purchase with a key wins.
+    """
+    if not isinstance(purchases, list | tuple):
+        raise InvalidInput("A list of purchases is required", field="purchases")
+    if len(purchases) > MAX_PURCHASES:
+        raise LimitExceeded(
+            f"At most {MAX_PURCHASES} purchases may be recorded at once", field="purchases"
+        )
+    now = now or timezone.now()
+    outcomes: list[PurchaseOutcome | None] = [None] * len(purchases)
+    firsts: list[_Purchase] = []
+    first_of_key: dict[str, _Purchase] = {}
+    duplicates: list[tuple[_Purchase, _Purchase]] = []
+    for index, raw in enumerate(purchases):
+        try:
+            purchase = _validate_one(partner, index, raw, now)
+        except CoalitionError as error:
+            key = (
+                raw.get("idempotency_key", raw.get("idempotencyKey"))
+                if isinstance(raw, dict)
+                else None
+            )
+            outcomes[index] = _rejected(index, key, error)
+            continue
+        first = first_of_key.get(purchase.key)
+        if first is None:
+            first_of_key[purchase.key] = purchase
+            firsts.append(purchase)
+        elif first.request_hash == purchase.request_hash:
+            duplicates.append((purchase, first))
+        else:
+            outcomes[index] = _conflict(purchase)
+
+    outcomes = _record(
+        partner=partner,
+        caller=f"partner:{partner.pk}",
+        purchases=firsts,
+        outcomes=outcomes,
+        now=now,
+    )
+    for purchase, first in duplicates:
+        outcomes[purchase.index] = _repeat_of(outcomes[first.index], purchase.index)
+    return outcomes  # type: ignore[return-value]
+
+
+def _repeat_of(earlier: PurchaseOutcome, index: int) -> PurchaseOutcome:
+    """A purchase repeated within the batch gets the first one's result, as a replay."""
+    outcome = copy.copy(earlier)
+    outcome.index = index
+    outcome.replayed = earlier.accepted
+    if earlier.field is not None:
+        rest = earlier.field.split(".", 2)[2:]  # what follows "purchases.<i>"
+        outcome.field = _path(index, rest[0] if rest else None)
+    return outcome
+
+
+# --------------------------------------------------------------------------- the batch
+
+
+def _settle_replays(
+    caller: str, purchases: list[_Purchase], outcomes: list[PurchaseOutcome | None]
+) -> list[_Purchase]:
+    """Purchases whose key was used before are replayed (or refused); the rest is returned.
+
+    Both kinds of first result count: the earn transaction, or the record of a purchase
+    that earned nothing.
+    """
+    keys = [purchase.key for purchase in purchases]
+    if not keys:
+        return []
+    used = {
+        key: (request_hash, txn_id, points, member_id)
+        for key, request_hash, txn_id, points, member_id in LedgerTransaction.objects.filter(
+            caller=caller, idempotency_key__in=keys
+        ).values_list("idempotency_key", "request_hash", "id", "member_points", "member_id")
+    }
+    missing = [key for key in keys if key not in used]
+    records = {}
+    if missing:
+        records = {
+            key: (operation, request_hash, member_id)
+            for key, operation, request_hash, member_id in IdempotencyRecord.objects.filter(
+                caller=caller, idempotency_key__in=missing
+            ).values_list("idempotency_key", "operation", "request_hash", "result_id")
+        }
+    left = []
+    for purchase in purchases:
+        if (hit := used.get(purchase.key)) is not None:
+            if hit[0] != purchase.request_hash:
+                outcomes[purchase.index] = _conflict(purchase)
+                continue
+            outcomes[purchase.index] = PurchaseOutcome(
+                index=purchase.index,
+                idempotency_key=purchase.key,
+                status=PurchaseOutcome.ACCEPTED,
+                replayed=True,
+                transaction_id=hit[1],
+                points_awarded=hit[2],
+                member_id=hit[3],
+            )
+        elif (record := records.get(purchase.key)) is not None:
+            if record[0] != OPERATION or record[1] != purchase.request_hash:
+                outcomes[purchase.index] = _conflict(purchase)
+                continue
+            outcomes[purchase.index] = PurchaseOutcome(
+                index=purchase.index,
+                idempotency_key=purchase.key,
+                status=PurchaseOutcome.ACCEPTED,
+                replayed=True,
+                member_id=record[2],
+            )
+        else:
+            left.append(purchase)
+    return left
+
+
+def _resolve_members(
+    partner: Partner, purchases: list[_Purchase], outcomes: list[PurchaseOutcome | None]
+) -> list[_Purchase]:
+    """Find every purchase's member in (at most) two queries, as `_resolve_member` would."""
+    numbers = {
+        p.member_number
+        for p in purchases
+        if p.member_number and isinstance(p.member_number, str) and p.member_number.isdigit()
+    }
+    by_number = {m.member_number: m for m in Member.objects.filter(member_number__in=numbers)}
+    references = {
+        p.customer_reference
+        for p in purchases
+        if not p.member_number and p.customer_reference and isinstance(p.customer_reference, str)
+    }
+    by_reference: dict[str, Member] = {}
+    if references:
+        linked = dict(
+            PartnerIdentity.objects.filter(
+                partner=partner, customer_reference__in=references
+            ).values_list("customer_reference", "member_id")
+        )
+        members = Member.objects.in_bulk(set(linked.values()))
+        by_reference = {ref: members[member_id] for ref, member_id in linked.items()}
+    found = []
+    for purchase in purchases:
+        if purchase.member_number:
+            purchase.member = by_number.get(purchase.member_number)
+            error = NotFound("No member with this number", field="memberNumber")
+        elif purchase.customer_reference:
+            purchase.member = by_reference.get(purchase.customer_reference)
+            error = NotFound(
+                "No member is linked to this customer reference", field="customerReference"
+            )
+        else:
+            purchase.member = None
+            error = InvalidInput(
+                "A member number or customer reference is required", field="memberNumber"
+            )
+        if purchase.member is None:
+            outcomes[purchase.index] = _rejected(purchase.index, purchase.key, error)
+        else:
+            found.append(purchase)
+    return found
+
+
+@dataclass
+class _Facts:
+    """What the promotions' member conditions ask of the ledger, for the batch's members,
+    kept up to date as the batch's purchases are computed one after another."""
+
+    earned_at_partner: set[int]
+    award_counts: Counter
+    # Cross-brand: per calendar month [start, end) of a purchase.
+    months: list[tuple[datetime, datetime]]
+    earned_here: dict[tuple[datetime, datetime], set[int]]
+    earned_elsewhere: dict[tuple[datetime, datetime], set[int]]
+    cross_awarded: dict[tuple[int, tuple[datetime, datetime]], set[int]]
+
+
+def _facts(partner: Partner, promotions: list[Promotion], purchases: list[_Purchase]) -> _Facts:
+    member_ids = sorted({p.member.pk for p in purchases})
+    earns = LedgerTransaction.objects.filter(
+        member_id__in=member_ids, kind=LedgerTransaction.Kind.EARN
+    ).order_by()
+    earned_at_partner: set[int] = set()
+    if any(p.first_purchase_only for p in promotions):
+        earned_at_partner = set(
+            earns.filter(partner=partner).values_list("member_id", flat=True).distinct()
+        )
+    award_counts: Counter = Counter()
+    limited = [p.pk for p in promotions if p.per_member_limit is not None]
+    if limited:
+        rows = PromotionAward.objects.filter(
+            promotion_id__in=limited, member_id__in=member_ids
+        ).values_list("promotion_id", "member_id")
+        award_counts.update(rows)
+    cross_brand = [p for p in promotions if p.kind == Promotion.Kind.CROSS_BRAND]
+    months: list[tuple[datetime, datetime]] = []
+    earned_here: dict = {}
+    earned_elsewhere: dict = {}
+    cross_awarded: dict = {}
+    if cross_brand:
+        months = sorted(
+            {(_month_start(p.occurred_at), _next_month_start(p.occurred_at)) for p in purchases}
+        )
+        for month in months:
+            in_month = earns.filter(created_at__gte=month[0], created_at__lt=month[1])
+            earned_here[month] = set(
+                in_month.filter(partner=partner).values_list("member_id", flat=True)
+            )
+            # As `_applies`: exclude(partner=…) keeps earns with no partner.
+            earned_elsewhere[month] = set(
+                in_month.exclude(partner=partner).values_list("member_id", flat=True)
+            )
+            for promotion in cross_brand:
+                cross_awarded[(promotion.pk, month)] = set(
+                    PromotionAward.objects.filter(
+                        promotion=promotion,
+                        member_id__in=member_ids,
+                        transaction__created_at__gte=month[0],
+                        transaction__created_at__lt=month[1],
+                    ).values_list("member_id", flat=True)
+                )
+    return _Facts(
+        earned_at_partner, award_counts, months, earned_here, earned_elsewhere, cross_awarded
+    )
+
+
+def _member_conditions_hold(promotion: Promotion, purchase: _Purchase, facts: _Facts) -> bool:
+    """The conditions of `_applies` that read the ledger, answered from the facts."""
+    member_id = purchase.member.pk
+    if promotion.first_purchase_only and member_id in facts.earned_at_partner:
+        return False
+    if (
+        promotion.per_member_limit is not None
+        and facts.award_counts[(promotion.pk, member_id)] >= promotion.per_member_limit
+    ):
+        return False
+    if promotion.kind == Promotion.Kind.CROSS_BRAND:
+        month = (_month_start(purchase.occurred_at), _next_month_start(purchase.occurred_at))
+        if member_id in facts.cross_awarded[(promotion.pk, month)]:
+            return False
+        if member_id in facts.earned_here[month]:
+            return False  # not the first purchase at this partner this month
+        if member_id not in facts.earned_elsewhere[month]:
+            return False  # no other partner yet this month
+    return True
+
+
+def _has_member_conditions(promotion: Promotion) -> bool:
+    return (
+        promotion.first_purchase_only
+        or promotion.per_member_limit is not None
+        or promotion.kind == Promotion.Kind.CROSS_BRAND
+    )
+
+
+def _without_member_conditions(promotion: Promotion) -> Promotion:
+    """A copy `_applies` judges on its other conditions only (without a query), the member
+    conditions having been answered from the facts. A cross-brand bonus counts as the fixed
+    bonus it is for the engine (its points are `bonus_points`, it is not a multiplier)."""
+    clone = copy.copy(promotion)
+    clone.first_purchase_only = False
+    clone.per_member_limit = None
+    if clone.kind == Promotion.Kind.CROSS_BRAND:
+        clone.kind = Promotion.Kind.FIXED_BONUS
+    return clone
+
+
+@ledger.ledger_write
+def _record(
+    *,
+    partner: Partner,
+    caller: str,
+    purchases: list[_Purchase],
+    outcomes: list[PurchaseOutcome | None],
+    now: datetime,
+) -> list[PurchaseOutcome | None]:
+    outcomes = list(outcomes)  # a retried attempt starts again from the validated batch
+    purchases = _settle_replays(caller, purchases, outcomes)
+    purchases = _resolve_members(partner, purchases, outcomes)
+    if not purchases:
+        return outcomes
+    if partner.status != Partner.Status.ACTIVE:
+        error = InvalidState(f"Partner {partner.code} is suspended", field="partner")
+        for purchase in purchases:
+            outcomes[purchase.index] = _rejected(purchase.index, purchase.key, error)
+        return outcomes
+
+    programme = ledger.programme_get()
+    referral_points = programme.referral_bonus_points
+    referees = {p.member.pk: p.member for p in purchases if p.member.referred_by_id}
+    referral_due = _referrals_due(referees) if referral_points > 0 else set()
+    lock_ids = {p.member.pk for p in purchases} | {
+        referees[member_id].referred_by_id for member_id in referral_due
+    }
+    wallets = wallets_lock_sorted(member_ids=sorted(lock_ids))
+    # Under the wallet locks: a concurrent request may have used one of our keys, or given
+    # a referral bonus, while we waited.
+    purchases = _settle_replays(caller, purchases, outcomes)
+    referral_due = _referrals_due({m: referees[m] for m in referral_due})
+
+    ready = []
+    for purchase in purchases:
+        member = purchase.member
+        status = wallets[member.pk][2] if member.pk in wallets else member.status
+        if status != Member.Status.ACTIVE:
+            error = MemberNotActive(f"Member {member.member_number} is {status}")
+            outcomes[purchase.index] = _rejected(purchase.index, purchase.key, error, member.pk)
+        else:
+            ready.append(purchase)
+    purchases = _check_stores(partner, ready, outcomes)
+    if not purchases:
+        return outcomes
+
+    promotions = _promotions_locked(partner, purchases)
+    computed = _compute(
+        partner, purchases, promotions, wallets, referral_due, referees, referral_points, now
+    )
+    _post(partner, caller, computed, promotions, outcomes, now)
+    _follow_up(partner, computed, referral_due, now)
+    return outcomes
+
+
+def _referrals_due(referees: dict[int, Member]) -> set[int]:
+    if not referees:
+        return set()
+    given = set(
+        ReferralReward.objects.filter(referee_id__in=list(referees)).values_list(
+            "referee_id", flat=True
+        )
+    )
+    return set(referees) - given
+
+
+def _check_stores(
+    partner: Partner, purchases: list[_Purchase], outcomes: list[PurchaseOutcome | None]
+) -> list[_Purchase]:
+    codes = {p.store_code for p in purchases if p.store_code}
+    known = set()
+    if codes:
+        known = set(
+            Store.objects.filter(partner=partner, code__in=codes).values_list("code", flat=True)
+        )
+    ready = []
+    for purchase in purchases:
+        if purchase.store_code and purchase.store_code not in known:
+            error = NotFound(f"No store {purchase.store_code} at {partner.code}", field="storeCode")
+            outcomes[purchase.index] = _rejected(
+                purchase.index, purchase.key, error, purchase.member.pk
+            )
+        else:
+            ready.append(purchase)
+    return ready
+
+
+def _promotions_locked(partner: Partner, purchases: list[_Purchase]) -> list[Promotion]:
+    """Every promotion in force at any of the purchases' moments (`promotions_in_force`
+    over the batch's window), the budgeted ones locked in id order and read again."""
+    earliest = min(p.occurred_at for p in purchases)
+    latest = max(p.occurred_at for p in purchases)
+    promotions = list(
+        Promotion.objects.filter(
+            Q(partner=partner) | Q(partner__isnull=True),
+            active=True,
+            starts_at__lte=latest,
+            ends_at__gt=earliest,
+        )
+        .prefetch_related("tiers")
+        .order_by("id")
+    )
+    budgeted = [p.pk for p in promotions if p.budget_points is not None]
+    if budgeted:
+        awarded = dict(
+            Promotion.objects.select_for_update()
+            .filter(pk__in=budgeted)
+            .order_by("pk")
+            .values_list("pk", "awarded_points")
+        )
+        for promotion in promotions:
+            promotion.awarded_points = awarded.get(promotion.pk, promotion.awarded_points)
+    return promotions
+
+
+@dataclass
+class _Computed:
+    purchase: _Purchase
+    computation: Any
+    metadata: dict
+    referral: bool = False  # this purchase gives the member's referral bonus
+    transaction: LedgerTransaction | None = None
+
+
+def _compute(
+    partner: Partner,
+    purchases: list[_Purchase],
+    promotions: list[Promotion],
+    wallets: dict[int, tuple[int, int, str]],
+    referral_due: set[int],
+    referees: dict[int, Member],
+    referral_points: int,
+    now: datetime,
+) -> list[_Computed]:
+    """The points of every purchase, in batch order, each seeing the earlier ones."""
+    facts = _facts(partner, promotions, purchases)
+    member_ids = sorted({p.member.pk for p in purchases})
+    tiers = tiers_ordered()
+    states = member_tiers_by_member(member_ids=member_ids) if tiers else {}
+    tier_of = {
+        member_id: (states[member_id].tier if member_id in states else tiers[0]) if tiers else None
+        for member_id in member_ids
+    }
+    # Qualifying points matter only to members whose tier may change before their next
+    # purchase of the batch: those with several purchases, and referrers who buy too.
+    qualifying: dict[int, int] = {}
+    if len(tiers) >= 2:
+        repeat = Counter(p.member.pk for p in purchases)
+        referrers = {referees[m].referred_by_id for m in referral_due}
+        tracked = [m for m in member_ids if repeat[m] > 1 or m in referrers]
+        if tracked:
+            found = qualifying_points_by_member(member_ids=tracked, now=now)
+            qualifying = {m: found.get(m, 0) for m in tracked}
+
+    def gain(member_id: int, points: int) -> None:
+        """`member_tier_upgrade` after an earn, in memory."""
+        if member_id not in qualifying:
+            return
+        qualifying[member_id] += points
+        reached = tier_for_points(tiers, qualifying[member_id])
+        if reached is not None and reached.qualifying_points > tier_of[member_id].qualifying_points:
+            tier_of[member_id] = reached
+
+    by_pk = {p.pk: p for p in promotions}
+    now_months = [month for month in facts.months if month[0] <= now < month[1]]
+    referral_left = set(referral_due)
+    computed = []
+    for purchase in purchases:
+        member = purchase.member
+        in_force = []
+        for promotion in promotions:
+            if not promotion.starts_at <= purchase.occurred_at < promotion.ends_at:
+                continue
+            if _has_member_conditions(promotion):
+                if not _member_conditions_hold(promotion, purchase, facts):
+                    continue
+                promotion = _without_member_conditions(promotion)
+            in_force.append(promotion)
+        context = PurchaseContext(
+            partner=partner,
+            member=member,
+            tier=tier_of[member.pk],
+            occurred_at=purchase.occurred_at,
+            eligible=eligible_amount(partner, purchase.amount, purchase.items),
+            items=purchase.items,
+        )
+        computation = compute_points(context, in_force)
+        item = _Computed(purchase, computation, _metadata(purchase, computation))
+        computed.append(item)
+        if computation.total == 0:
+            continue
+        try:
+            ledger.validate_points(computation.total)
+        except CoalitionError:
+            continue  # refused when posted; it changes nothing for the next purchases
+        # What this earn changes for the batch's next purchases.
+        facts.earned_at_partner.add(member.pk)
+        for month in now_months:
+            facts.earned_here[month].add(member.pk)
+        for component in computation.components:
+            if component.promotion_id is None:
+                continue
+            promotion = by_pk[component.promotion_id]
+            facts.award_counts[(promotion.pk, member.pk)] += 1
+            promotion.awarded_points += component.points
+            if promotion.kind == Promotion.Kind.CROSS_BRAND:
+                for month in now_months:
+                    facts.cross_awarded[(promotion.pk, month)].add(member.pk)
+        gain(member.pk, computation.total)
+        if member.pk in referral_left:
+            referral_left.discard(member.pk)
+            item.referral = True
+            gain(member.pk, referral_points)
+            referrer_id = member.referred_by_id
+            if wallets.get(referrer_id, (0, 0, ""))[2] == Member.Status.ACTIVE:
+                gain(referrer_id, referral_points)
+    return computed
+
+
+def _metadata(purchase: _Purchase, computation: Any) -> dict:
+    """The transaction's metadata, as `_post_purchase` writes it."""
+    return {
+        "breakdown": [component.as_dict() for component in computation.components],
+        "eligibleAmount": str(computation.eligible_amount),
+        "occurredAt": purchase.occurred_at.isoformat(),
+        "store": purchase.store_code or None,
+        "lineItems": [
+            {
+                "sku": item.sku,
+                "category": item.category,
+                "quantity": item.quantity,
+                "unitPrice": str(item.unit_price),
+            }
+            for item in purchase.items or []
+        ],
+    }
+
+
+def _post(
+    partner: Partner,
+    caller: str,
+    computed: list[_Computed],
+    promotions: list[Promotion],
+    outcomes: list[PurchaseOutcome | None],
+    now: datetime,
+) -> None:
+    earning = [item for item in computed if item.computation.total > 0]
+    nothing = [item for item in computed if item.computation.total == 0]
+    if nothing:
+        IdempotencyRecord.objects.bulk_create(
+            [
+                IdempotencyRecord(
+                    caller=caller,
+                    idempotency_key=item.purchase.key,
+                    operation=OPERATION,
+                    request_hash=item.purchase.request_hash,
+                    result_id=item.purchase.member.pk,
+                )
+                for item in nothing
+            ]
+        )
+        for item in nothing:
+            outcomes[item.purchase.index] = PurchaseOutcome(
+                index=item.purchase.index,
+                idempotency_key=item.purchase.key,
+                status=PurchaseOutcome.ACCEPTED,
+                member_id=item.purchase.member.pk,
+            )
+    if not earning:
+        return
+    results = points_earn_batch(
+        caller=caller,
+        partner=partner,
+        requests=[
+            EarnRequest(
+                member_id=item.purchase.member.pk,
+                idempotency_key=item.purchase.key,
+                partner_points=item.computation.partner_points,
+                operator_points=item.computation.operator_points,
+                request_hash=item.purchase.request_hash,
+                reference=item.purchase.reference,
+                purchase_amount=item.purchase.amount,
+                purchase_currency=item.purchase.currency,
+                metadata=item.metadata,
+            )
+            for item in earning
+        ],
+        now=now,
+    )
+    awards = []
+    budget_spent: Counter = Counter()
+    budgeted = {p.pk for p in promotions if p.budget_points is not None}
+    for item, result in zip(earning, results, strict=True):
+        purchase = item.purchase
+        if result.status == OutcomeStatus.REJECTED:
+            error = CoalitionError(result.message, field=result.field, code=result.code)
+            outcomes[purchase.index] = _rejected(
+                purchase.index, purchase.key, error, purchase.member.pk
+            )
+            continue
+        outcomes[purchase.index] = PurchaseOutcome(
+            index=purchase.index,
+            idempotency_key=purchase.key,
+            status=PurchaseOutcome.ACCEPTED,
+            replayed=result.status == OutcomeStatus.REPLAYED,
+            transaction_id=result.transaction_id,
+            points_awarded=result.points,
+            member_id=purchase.member.pk,
+        )
+        if result.status != OutcomeStatus.POSTED:
+            continue
+        item.transaction = result.transaction
+        item.transaction.member = purchase.member  # for the webhook payload, without a query
+        for component in item.computation.components:
+            if component.promotion_id is None:
+                continue
+            awards.append(
+                PromotionAward(
+                    promotion_id=component.promotion_id,
+                    member=purchase.member,
+                    transaction=item.transaction,
+                    points=component.points,
+                )
+            )
+            if component.promotion_id in budgeted:
+                budget_spent[component.promotion_id] += component.points
+    PromotionAward.objects.bulk_create(awards)
+    # Only budgeted promotions keep a running counter (locked above), as in `_post_purchase`.
+    for promotion_id, points in sorted(budget_spent.items()):
+        Promotion.objects.filter(pk=promotion_id).update(
+            awarded_points=F("awarded_points") + points
+        )
+
+
+def _follow_up(
+    partner: Partner, computed: list[_Computed], referral_due: set[int], now: datetime
+) -> None:
+    """Referral bonuses, charity round-ups and webhook events of the posted purchases."""
+    posted = [item for item in computed if item.transaction is not None]
+    for item in posted:
+        if item.referral and item.purchase.member.pk in referral_due:
+            _referral_bonus(item.purchase.member, now)
+    if not posted:
+        return
+    # Charity round-up (issue 6), for the members who chose one (found in one query through
+    # the member's reverse relation: partners does not import charity at module level).
+    giving = set(
+        Member.objects.filter(
+            pk__in={item.purchase.member.pk for item in posted},
+            giving_preference__round_up_charity__isnull=False,
+        ).values_list("pk", flat=True)
+    )
+    if giving:
+        from charity.services import round_up_donate
+
+        for item in posted:
+            if item.purchase.member.pk in giving:
+                round_up_donate(earn_transaction=item.transaction, now=now)
+    # Last: an event locks the partner's sequence row until the commit.
+    if webhooks.endpoints_of(partner=partner).exists():
+        for item in posted:
+            txn = item.transaction
+            webhooks.event_record(
+                partner=partner,
+                type=webhooks.EventType.POINTS_EARNED,
+                payload=lambda txn=txn: webhooks.transaction_payload(txn),
+            )
