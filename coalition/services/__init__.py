@@ -99,3 +99,13 @@ __all__ = [
     "validate_text",
     "wallets_lock",
 ]
+
+# Sponsor matches (charity campaigns, issue 6): the ledger part of a partner's match.
+from .matching import points_match, points_match_reverse  # noqa: E402
+
+__all__ += ["points_match", "points_match_reverse"]
+
+# Set-based posting (issue 8, "Scale"): many earns at one partner in one transaction.
+from .batch import BatchOutcome, EarnRequest, OutcomeStatus, points_earn_batch  # noqa: E402
+
+__all__ += ["BatchOutcome", "EarnRequest", "OutcomeStatus", "points_earn_batch"]

@@ -215,3 +215,18 @@ CELERY_BEAT_SCHEDULE["sweep-webhook-domain-events"] = {
     "task": "partners.tasks.sweep_webhook_domain_events",
     "schedule": timedelta(minutes=1),
 }
+
+# --- Reliability (issue 9) --------------------------------------------------------------
+# The transactional outbox (coalition/outbox.py): follow-up work committed with the write,
+# dispatched by a relay nudged after each commit and run by beat every few seconds.
+OUTBOX_HANDLERS = {
+    "partners.webhook_event": "partners.webhooks.outbox_event_dispatch",
+}
+CELERY_BEAT_SCHEDULE["relay-outbox"] = {
+    "task": "coalition.tasks.relay_outbox",
+    "schedule": timedelta(seconds=env.int("OUTBOX_RELAY_SECONDS", default=5)),
+}
+CELERY_BEAT_SCHEDULE["purge-outbox"] = {
+    "task": "coalition.tasks.purge_outbox",
+    "schedule": crontab(hour=4, minute=30),
+}

@@ -1,0 +1,269 @@
+"""Donations: points from a member's wallet to a charity, with a receipt, a money value and a
+sponsor's match.
+
+One donation is one database transaction that locks, in this order: the member's wallet
+(the ledger's DONATE), the matching campaigns that apply (so a campaign's cap is never
+exceeded), and last, for the shortest time, the year's receipt counter (so receipt numbers
+are unique and a rolled-back donation gives its number back).
+"""
+
+import logging
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction as db_transaction
+from django.db.models import F, Q, Sum
+from django.utils import timezone
+
+from coalition import services as ledger
+from coalition.models import LedgerTransaction, Member
+from coalition.money import points_value
+
+from .. import settlement_bridge
+from ..errors import AlreadyReversed, InvalidInput, InvalidState
+from ..models import Charity, Donation, MatchingCampaign, ReceiptSequence
+
+logger = logging.getLogger(__name__)
+
+Source = Donation.Source
+RECEIPT_PREFIX = "CR"
+
+
+def receipt_number_next(*, year: int) -> str:
+    """The next receipt number of `year` (CR-2026-000123), in the caller's transaction.
+
+    The year's counter row is locked FOR UPDATE until the caller commits: concurrent
+    donations queue here, briefly, and get consecutive numbers.
+    """
+    sequence, _ = ReceiptSequence.objects.select_for_update().get_or_create(year=year)
+    sequence.last += 1
+    ReceiptSequence.objects.filter(pk=year).update(last=sequence.last)
+    return f"{RECEIPT_PREFIX}-{year}-{sequence.last:06d}"
+
+
+def require_donatable(charity: Charity, *, field: str = "charityId") -> None:
+    """Only verified charities take donations (pending and suspended ones refuse)."""
+    if charity.status != Charity.Status.VERIFIED:
+        state = "suspended" if charity.status == Charity.Status.SUSPENDED else "not verified"
+        raise InvalidState(f"{charity.name} is {state} and cannot receive donations", field=field)
+
+
+@dataclass(frozen=True)
+class Match:
+    campaign: MatchingCampaign
+    points: int
+
+
+def _campaign_match(
+    *, member: Member, charity: Charity, points: int, now: datetime
+) -> Match | None:
+    """The campaign that matches this donation and by how much, under the campaign's lock.
+
+    The campaigns that apply are locked FOR UPDATE in id order (after the wallet, which the
+    donation already holds): a concurrent donation waits, then sees what is left of the cap.
+    A charity's own campaign is preferred to a campaign for its whole cause.
+    """
+    applicable = MatchingCampaign.objects.filter(
+        Q(charity=charity) | Q(charity__isnull=True, cause=charity.cause),
+        active=True,
+        starts_at__lte=now,
+        ends_at__gt=now,
+        sponsor__status="active",
+        matched_points__lt=F("cap_points"),
+    )
+    ids = list(applicable.values_list("pk", flat=True))
+    if not ids:
+        return None
+    campaigns = list(MatchingCampaign.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
+    campaigns.sort(key=lambda campaign: (campaign.charity_id is None, campaign.pk))
+    for campaign in campaigns:
+        wanted = math.floor(Decimal(points) * campaign.ratio)
+        if campaign.per_member_cap_points is not None:
+            matched_for_member = (
+                Donation.objects.filter(
+                    campaign=campaign, member=member, refunded_at__isnull=True
+                ).aggregate(total=Sum("matched_points"))["total"]
+                or 0
+            )
+            wanted = min(wanted, campaign.per_member_cap_points - matched_for_member)
+        matched = min(wanted, campaign.cap_points - campaign.matched_points)
+        if matched > 0:
+            return Match(campaign, matched)
+    return None
+
+
+@ledger.ledger_write
+def donation_create(
+    *,
+    member: Member,
+    charity: Charity,
+    points: Any,
+    idempotency_key: str | None,
+    caller: str | None = None,
+    source: str = Source.MEMBER,
+    now: datetime | None = None,
+) -> Donation:
+    """Give a member's points to a verified charity; returns the donation and its receipt.
+
+    The points leave the wallet (earliest-expiring first) for the charity's account at the
+    programme's donation price. A member's own donation must reach the programme's minimum;
+    automatic giving (round-up, instead of expiry) has none. A campaign that applies adds
+    the sponsor's matching points. A retry with the same idempotency key and payload returns
+    the first donation; nothing is written when a rule refuses.
+    """
+    caller = caller or f"member:{member.pk}"
+    if source not in Source.values:
+        raise InvalidInput(f"Unknown donation source {source!r}", field="source")
+    if idempotency_key is not None:
+        ledger.validate_idempotency_key(idempotency_key)
+    points = ledger.validate_points(points)
+    request_hash = ledger.request_fingerprint(
+        "donation_create", member=member.pk, charity=charity.pk, points=points, source=source
+    )
+    replay = ledger.transaction_replay(
+        caller=caller, idempotency_key=idempotency_key, request_hash=request_hash
+    )
+    if replay is not None:
+        return Donation.objects.select_related("charity").get(transaction=replay)
+    require_donatable(charity)
+    programme = ledger.programme_get()
+    if source == Source.MEMBER and points < programme.min_donation_points:
+        raise InvalidInput(
+            f"At least {programme.min_donation_points} points must be donated", field="points"
+        )
+    now = now or timezone.now()
+
+    donate = ledger.points_donate(
+        caller=caller,
+        idempotency_key=idempotency_key,
+        member=member,
+        charity=charity,
+        points=points,
+        metadata={"source": source},
+        request_hash=request_hash,
+        now=now,
+    )
+    if getattr(donate, "replayed", False):
+        # A concurrent retry with the same key committed first (seen under the wallet lock).
+        return Donation.objects.select_related("charity").get(transaction=donate)
+
+    match = _campaign_match(member=member, charity=charity, points=points, now=now)
+    match_transaction = None
+    if match is not None:
+        match_transaction = ledger.points_match(
+            caller="system:matching",
+            idempotency_key=f"donation:{donate.pk}",
+            sponsor=match.campaign.sponsor,
+            charity=charity,
+            points=match.points,
+            metadata={
+                "campaign": match.campaign.pk,
+                "donation_transaction": donate.pk,
+                "member": member.pk,
+            },
+            now=now,
+        )
+        MatchingCampaign.objects.filter(pk=match.campaign.pk).update(
+            matched_points=F("matched_points") + match.points
+        )
+
+    donation = Donation.objects.create(
+        member=member,
+        charity=charity,
+        transaction=donate,
+        source=source,
+        points=points,
+        value=points_value(points, programme.donation_price, programme.currency),
+        currency=programme.currency,
+        donation_price=programme.donation_price,
+        campaign=match.campaign if match else None,
+        matched_points=match.points if match else 0,
+        match_transaction=match_transaction,
+        # Last: the receipt counter is the one row every donation of the year queues on.
+        receipt_number=receipt_number_next(year=timezone.localtime(now).year),
+        created_at=now,
+    )
+    if source == Source.MEMBER:
+        # Automatic giving is listed on the annual statement instead of a mail per earn.
+        db_transaction.on_commit(lambda: _email_receipt(donation.pk))
+    return donation
+
+
+def _email_receipt(donation_id: int) -> None:
+    from ..tasks import email_receipt
+
+    email_receipt.delay(donation_id)
+
+
+@ledger.ledger_write
+def donation_refund(
+    *,
+    donation: Donation,
+    refunded_by: Any,
+    reason: str,
+    now: datetime | None = None,
+) -> Donation:
+    """An operator gives a donation's points back to the member, and takes back the
+    sponsor's match, as long as no settlement run has claimed it for the charity.
+
+    Members cannot undo a donation; this is the operator's correction (reversing
+    transactions, the originals stay). The campaign's cap is freed by the match taken back.
+    """
+    reason = ledger.validate_text(reason, field="reason", required=True)
+    if refunded_by is None or not getattr(refunded_by, "is_staff", False):
+        raise InvalidInput("Only operator staff can refund a donation", field="refundedBy")
+    now = now or timezone.now()
+    # The wallet first (as every ledger write), then the donation row.
+    ledger.wallets_lock(member_ids=[donation.member_id])
+    locked = Donation.objects.select_for_update().get(pk=donation.pk)
+    if locked.refunded_at is not None:
+        raise AlreadyReversed("The donation is already refunded", field="donationId")
+    claimed = [locked.transaction_id] + (
+        [locked.match_transaction_id] if locked.match_transaction_id else []
+    )
+    if settlement_bridge.transactions_claimed(transaction_ids=claimed):
+        raise InvalidState(
+            "The donation was already settled to the charity and cannot be refunded",
+            field="donationId",
+        )
+    caller = f"staff:{refunded_by.pk}"
+    locked.refund_transaction = ledger.transaction_reverse(
+        caller=caller,
+        idempotency_key=f"donation-refund:{locked.pk}",
+        transaction_to_reverse=locked.transaction,
+        reason=reason,
+        now=now,
+    )
+    if locked.match_transaction_id:
+        locked.match_refund_transaction = ledger.points_match_reverse(
+            caller=caller,
+            idempotency_key=f"donation-match-refund:{locked.pk}",
+            match_transaction=locked.match_transaction,
+            reason=reason,
+            now=now,
+        )
+        campaign = MatchingCampaign.objects.select_for_update().get(pk=locked.campaign_id)
+        MatchingCampaign.objects.filter(pk=campaign.pk).update(
+            matched_points=F("matched_points") - locked.matched_points
+        )
+    locked.refunded_at = now
+    locked.refunded_by = refunded_by
+    locked.refund_reason = reason
+    locked.save(
+        update_fields=[
+            "refund_transaction",
+            "match_refund_transaction",
+            "refunded_at",
+            "refunded_by",
+            "refund_reason",
+        ]
+    )
+    return locked
+
+
+def donation_for_transaction(*, transaction: LedgerTransaction) -> Donation | None:
+    """The donation a DONATE transaction belongs to, if it was made through this app."""
+    return Donation.objects.filter(transaction=transaction).first()
