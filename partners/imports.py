@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,10 +232,10 @@ def purchase_import_create(
             chunk_size=chunk_size,
             total_rows=scan.total_rows,
         )
+        # Unique names: several databases (tests, benchmarks) may share the folder.
+        unique = f"import-{purchase_import.pk}-{uuid.uuid4().hex[:12]}-result.csv"
         purchase_import.result_path = str(
-            Path(result_path).resolve()
-            if result_path
-            else import_dir() / f"import-{purchase_import.pk}-result.csv"
+            Path(result_path).resolve() if result_path else import_dir() / unique
         )
         purchase_import.save(update_fields=["result_path"])
         PurchaseImportChunk.objects.bulk_create(
@@ -285,7 +286,9 @@ class ChunkResult:
 
 
 def _parts_dir(purchase_import: PurchaseImport) -> Path:
-    return import_dir() / f"import-{purchase_import.pk}.parts"
+    """The chunks' results until the file is complete: next to the result file."""
+    result = Path(purchase_import.result_path)
+    return result.with_name(f".{result.name}.parts")
 
 
 def _part_path(purchase_import: PurchaseImport, start_row: int) -> Path:
@@ -298,6 +301,7 @@ def _write_atomically(path: Path, write) -> None:
     try:
         with os.fdopen(handle, "w", newline="", encoding="utf-8") as out:
             write(out)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; results are for reading
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -318,7 +318,8 @@ class WebhookEvent(models.Model):
     transaction as the ledger write it reports, numbered per partner."""
 
     partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="webhook_events")
-    sequence = models.BigIntegerField()
+    # Given by the outbox relay after the commit (issue 9), not in the write path.
+    sequence = models.BigIntegerField(null=True, blank=True)
     type = models.CharField(max_length=64)
     payload = models.JSONField(default=dict)
     # Events found after the fact (hold expiry, tier change) name what they report, once.

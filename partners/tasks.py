@@ -40,12 +40,12 @@ def sweep_webhook_domain_events() -> int:
 
 # --------------------------------------------------------------------------- purchase files
 
-from django.db import OperationalError  # noqa: E402 (issue 8: appended section)
+from django.db import InterfaceError, OperationalError  # noqa: E402 (issue 8: appended)
 
 
 @shared_task(
     name="partners.tasks.import_purchases_chunk",
-    autoretry_for=(OSError, OperationalError),  # transient: file share, database
+    autoretry_for=(OSError, OperationalError, InterfaceError),  # file share, database
     retry_backoff=True,
     max_retries=5,
 )

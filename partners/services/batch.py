@@ -50,9 +50,11 @@ from coalition.models import IdempotencyRecord, LedgerTransaction, Member
 from coalition.services.batch import (
     EarnRequest,
     OutcomeStatus,
+    idempotency_records_by_keys,
     member_tiers_by_member,
     points_earn_batch,
     qualifying_points_by_member,
+    transactions_by_keys,
     wallets_lock_sorted,
 )
 from coalition.services.tiers import tier_for_points, tiers_ordered
@@ -301,21 +303,9 @@ def _settle_replays(
     keys = [purchase.key for purchase in purchases]
     if not keys:
         return []
-    used = {
-        key: (request_hash, txn_id, points, member_id)
-        for key, request_hash, txn_id, points, member_id in LedgerTransaction.objects.filter(
-            caller=caller, idempotency_key__in=keys
-        ).values_list("idempotency_key", "request_hash", "id", "member_points", "member_id")
-    }
+    used = transactions_by_keys(caller=caller, keys=keys)
     missing = [key for key in keys if key not in used]
-    records = {}
-    if missing:
-        records = {
-            key: (operation, request_hash, member_id)
-            for key, operation, request_hash, member_id in IdempotencyRecord.objects.filter(
-                caller=caller, idempotency_key__in=missing
-            ).values_list("idempotency_key", "operation", "request_hash", "result_id")
-        }
+    records = idempotency_records_by_keys(caller=caller, keys=missing) if missing else {}
     left = []
     for purchase in purchases:
         if (hit := used.get(purchase.key)) is not None:
@@ -547,7 +537,7 @@ def _record(
     computed = _compute(
         partner, purchases, promotions, wallets, referral_due, referees, referral_points, now
     )
-    _post(partner, caller, computed, promotions, outcomes, now)
+    _post(partner, caller, computed, promotions, wallets, outcomes, now)
     _follow_up(partner, computed, referral_due, now)
     return outcomes
 
@@ -618,7 +608,16 @@ class _Computed:
     computation: Any
     metadata: dict
     referral: bool = False  # this purchase gives the member's referral bonus
-    transaction: LedgerTransaction | None = None
+    posted: Any = None  # its BatchOutcome, once posted
+    partner_points: int = 0
+    operator_points: int = 0
+    total: int = 0
+
+    @property
+    def transaction(self) -> LedgerTransaction:
+        txn = self.posted.transaction
+        txn.member = self.purchase.member  # for the webhook payload, without a query
+        return txn
 
 
 def _compute(
@@ -685,11 +684,14 @@ def _compute(
         )
         computation = compute_points(context, in_force)
         item = _Computed(purchase, computation, _metadata(purchase, computation))
+        item.partner_points = computation.partner_points
+        item.operator_points = computation.operator_points
+        item.total = item.partner_points + item.operator_points
         computed.append(item)
-        if computation.total == 0:
+        if item.total == 0:
             continue
         try:
-            ledger.validate_points(computation.total)
+            ledger.validate_points(item.total)
         except CoalitionError:
             continue  # refused when posted; it changes nothing for the next purchases
         # What this earn changes for the batch's next purchases.
@@ -705,7 +707,7 @@ def _compute(
             if promotion.kind == Promotion.Kind.CROSS_BRAND:
                 for month in now_months:
                     facts.cross_awarded[(promotion.pk, month)].add(member.pk)
-        gain(member.pk, computation.total)
+        gain(member.pk, item.total)
         if member.pk in referral_left:
             referral_left.discard(member.pk)
             item.referral = True
@@ -740,11 +742,12 @@ def _post(
     caller: str,
     computed: list[_Computed],
     promotions: list[Promotion],
+    wallets: dict[int, tuple[int, int, str]],
     outcomes: list[PurchaseOutcome | None],
     now: datetime,
 ) -> None:
-    earning = [item for item in computed if item.computation.total > 0]
-    nothing = [item for item in computed if item.computation.total == 0]
+    earning = [item for item in computed if item.total > 0]
+    nothing = [item for item in computed if item.total == 0]
     if nothing:
         IdempotencyRecord.objects.bulk_create(
             [
@@ -774,8 +777,8 @@ def _post(
             EarnRequest(
                 member_id=item.purchase.member.pk,
                 idempotency_key=item.purchase.key,
-                partner_points=item.computation.partner_points,
-                operator_points=item.computation.operator_points,
+                partner_points=item.partner_points,
+                operator_points=item.operator_points,
                 request_hash=item.purchase.request_hash,
                 reference=item.purchase.reference,
                 purchase_amount=item.purchase.amount,
@@ -785,6 +788,8 @@ def _post(
             for item in earning
         ],
         now=now,
+        # Locked above, and the keys looked up under those locks.
+        locked_wallets=wallets,
     )
     awards = []
     budget_spent: Counter = Counter()
@@ -808,8 +813,7 @@ def _post(
         )
         if result.status != OutcomeStatus.POSTED:
             continue
-        item.transaction = result.transaction
-        item.transaction.member = purchase.member  # for the webhook payload, without a query
+        item.posted = result
         for component in item.computation.components:
             if component.promotion_id is None:
                 continue
@@ -817,7 +821,7 @@ def _post(
                 PromotionAward(
                     promotion_id=component.promotion_id,
                     member=purchase.member,
-                    transaction=item.transaction,
+                    transaction_id=result.transaction_id,
                     points=component.points,
                 )
             )
@@ -835,7 +839,7 @@ def _follow_up(
     partner: Partner, computed: list[_Computed], referral_due: set[int], now: datetime
 ) -> None:
     """Referral bonuses, charity round-ups and webhook events of the posted purchases."""
-    posted = [item for item in computed if item.transaction is not None]
+    posted = [item for item in computed if item.posted is not None]
     for item in posted:
         if item.referral and item.purchase.member.pk in referral_due:
             _referral_bonus(item.purchase.member, now)
@@ -855,7 +859,7 @@ def _follow_up(
         for item in posted:
             if item.purchase.member.pk in giving:
                 round_up_donate(earn_transaction=item.transaction, now=now)
-    # Last: an event locks the partner's sequence row until the commit.
+    # Last, as in `_post_purchase`: one points.earned event per purchase that earned.
     if webhooks.endpoints_of(partner=partner).exists():
         for item in posted:
             txn = item.transaction

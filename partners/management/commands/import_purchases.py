@@ -78,9 +78,7 @@ class Command(BaseCommand):
         processed = 0
         chunks = purchase_import.chunks.order_by("start_row").values_list("start_row", "row_count")
         for start_row, row_count in list(chunks):
-            import_chunk_process(
-                import_id=purchase_import.pk, start_row=start_row, count=row_count
-            )
+            import_chunk_process(import_id=purchase_import.pk, start_row=start_row, count=row_count)
             processed += row_count
             if time.monotonic() - last_shown >= PROGRESS_EVERY or processed == total:
                 last_shown = time.monotonic()
