@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from ..errors import (
     InvalidInput,
-    InvalidState,
+    PermissionDenied,
 )
 from ..models import (
     Account,
@@ -70,7 +70,7 @@ def points_adjust(
     if not reason:
         raise InvalidInput("A reason is required for an adjustment", field="reason")
     if staff_user is None or not getattr(staff_user, "is_staff", False):
-        raise InvalidState("Only staff may adjust points", field="staffUser")
+        raise PermissionDenied("Only staff may adjust points", field="staffUser")
     caller = f"staff:{staff_user.pk}"
     request_hash = request_fingerprint(
         "points_adjust", member=member.pk, points=points, reason=reason

@@ -115,14 +115,14 @@ def hold_authorize(
     return hold
 
 
-def _lock_active_hold(hold: RedemptionHold, now: datetime) -> tuple[Account, RedemptionHold]:
-    wallet = _lock_wallet(hold.member)
+def _active_hold(hold: RedemptionHold, now: datetime) -> RedemptionHold:
+    """The hold as stored now (its wallet locked by the caller), if it can still be used."""
     hold = RedemptionHold.objects.select_related("member", "partner").get(pk=hold.pk)
     if hold.status != RedemptionHold.Status.ACTIVE:
         raise HoldNotActive(f"The hold is {hold.status}", field="holdId")
     if hold.expires_at <= now:
         raise HoldNotActive("The hold has expired", field="holdId")
-    return wallet, hold
+    return hold
 
 
 @ledger_write
@@ -145,11 +145,13 @@ def hold_capture(
         return replay
     now = now or timezone.now()
     redeemed = system_account_id(Account.Kind.PARTNER_REDEEMED, partner_id=hold.partner_id)
-    wallet, hold = _lock_active_hold(hold, now)
+    wallet = _lock_wallet(hold.member)
+    # A racing retry that held the lock first may have captured it: replay that capture.
     if replay := transaction_replay(
         caller=caller, idempotency_key=idempotency_key, request_hash=request_hash
     ):
         return replay
+    hold = _active_hold(hold, now)
     capture = hold.points if points is None else points
     if capture > hold.points:
         raise InvalidInput(
@@ -191,7 +193,11 @@ def hold_void(
     if idempotency_replay(**lookup, operation="hold_void", request_hash=request_hash):
         return RedemptionHold.objects.get(pk=hold.pk)
     now = now or timezone.now()
-    wallet, hold = _lock_active_hold(hold, now)
+    wallet = _lock_wallet(hold.member)
+    # A racing retry that held the lock first may have voided it: replay that result.
+    if idempotency_replay(**lookup, operation="hold_void", request_hash=request_hash):
+        return RedemptionHold.objects.get(pk=hold.pk)
+    hold = _active_hold(hold, now)
     hold.status = RedemptionHold.Status.VOIDED
     hold.resolved_at = now
     hold.save(update_fields=["status", "resolved_at"])

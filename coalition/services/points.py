@@ -15,6 +15,7 @@ from ..models import (
     Account,
     LedgerTransaction,
     Member,
+    RedemptionHold,
 )
 from .idempotency import ledger_write, request_fingerprint, transaction_replay
 from .posting import (
@@ -165,10 +166,18 @@ def _burn_rules(member: Member, points: int, now: datetime) -> None:
             ).aggregate(total=Sum("member_points"))["total"]
             or 0
         )
-        if burned_today + points > programme.daily_burn_limit:
+        # Points an active hold reserves are redeemed when it is captured: they count too,
+        # or two-phase redemption would bypass the limit.
+        reserved = (
+            RedemptionHold.objects.filter(
+                member=member, status=RedemptionHold.Status.ACTIVE, expires_at__gt=now
+            ).aggregate(total=Sum("points"))["total"]
+            or 0
+        )
+        if burned_today + reserved + points > programme.daily_burn_limit:
             raise LimitExceeded(
                 f"The daily limit of {programme.daily_burn_limit} redeemed points would be "
-                f"exceeded ({burned_today} already today)",
+                f"exceeded ({burned_today} already today, {reserved} reserved by holds)",
                 field="points",
             )
 

@@ -1,0 +1,223 @@
+"""Idempotency keys: a retry returns the first result, another payload under the same key is
+refused, keys are scoped per caller, and racing retries on PostgreSQL write exactly once."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from coalition import selectors, services
+from coalition.errors import ErrorCode
+from coalition.models import IdempotencyRecord, LedgerTransaction, RedemptionHold
+from tests import factories
+
+
+@pytest.fixture
+def ctx(member, partner, charity, staff_user):
+    """A member with 1000 points, one earn to reverse and two active holds of 100."""
+    earn = factories.earn(member, partner, 1000)
+    return SimpleNamespace(
+        member=member,
+        partner=partner,
+        charity=charity,
+        staff=staff_user,
+        earn=earn,
+        hold=factories.hold(member, partner, 100),
+        other_hold=factories.hold(member, partner, 100),
+    )
+
+
+def _points(other: bool) -> int:
+    return 11 if other else 10
+
+
+# Each write, called with an idempotency key; `other=True` sends a different payload.
+OPERATIONS = {
+    "earn": lambda c, key, other=False: factories.earn(
+        c.member, c.partner, _points(other), idempotency_key=key
+    ),
+    "burn": lambda c, key, other=False: factories.burn(
+        c.member, c.partner, _points(other), idempotency_key=key
+    ),
+    "donate": lambda c, key, other=False: factories.donate(
+        c.member, c.charity, _points(other), idempotency_key=key
+    ),
+    "hold": lambda c, key, other=False: factories.hold(
+        c.member, c.partner, _points(other), idempotency_key=key
+    ),
+    "capture": lambda c, key, other=False: factories.capture(
+        c.hold, 60 if other else None, idempotency_key=key
+    ),
+    "void": lambda c, key, other=False: factories.void(
+        c.other_hold if other else c.hold, idempotency_key=key
+    ),
+    "reverse": lambda c, key, other=False: factories.reverse(
+        c.earn, _points(other), idempotency_key=key
+    ),
+    "adjust": lambda c, key, other=False: services.points_adjust(
+        staff_user=c.staff,
+        member=c.member,
+        points=_points(other),
+        reason="goodwill",
+        idempotency_key=key,
+    ),
+}
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_a_retry_with_the_same_key_and_payload_returns_the_first_result(ctx, operation):
+    # Given a write that succeeded under key K
+    first = OPERATIONS[operation](ctx, "K")
+    before = factories.ledger_state()
+
+    # When the caller retries it with the same key and payload
+    again = OPERATIONS[operation](ctx, "K")
+
+    # Then it gets the same result back and nothing more is written
+    assert type(again) is type(first)
+    assert again.pk == first.pk
+    assert factories.ledger_state() == before
+    assert selectors.ledger_check().ok
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_the_same_key_with_another_payload_is_a_conflict(ctx, operation):
+    # Given a write that succeeded under key K
+    OPERATIONS[operation](ctx, "K")
+
+    # When the same caller sends a different request under K
+    # Then it is refused with IDEMPOTENCY_CONFLICT on the key, and nothing is written
+    factories.assert_refused(
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+        lambda: OPERATIONS[operation](ctx, "K", other=True),
+        field="idempotencyKey",
+    )
+
+
+def test_a_key_used_for_an_earn_cannot_be_reused_for_a_burn(ctx):
+    # Given an earn booked under "order-1"
+    factories.earn(ctx.member, ctx.partner, 10, idempotency_key="order-1")
+
+    # When the same partner burns under "order-1"
+    # Then it is a conflict, not a second write
+    factories.assert_refused(
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+        lambda: factories.burn(ctx.member, ctx.partner, 10, idempotency_key="order-1"),
+    )
+
+
+def test_a_retry_replays_even_when_the_request_would_now_be_refused(ctx):
+    # Given a burn of 100 under key K, after which the member spent everything and was suspended
+    first = factories.burn(ctx.member, ctx.partner, 100, idempotency_key="K")
+    factories.burn(ctx.member, ctx.partner, selectors.member_balance(member=ctx.member).spendable)
+    services.member_set_status(member=ctx.member, status="suspended")
+    before = factories.ledger_state()
+
+    # When the till retries the first burn (its response was lost)
+    again = factories.burn(ctx.member, ctx.partner, 100, idempotency_key="K")
+
+    # Then it gets the original burn, not an error, and nothing is written
+    assert again.pk == first.pk
+    assert factories.ledger_state() == before
+
+
+def test_keys_are_scoped_per_caller(member, partner, other_partner):
+    # Given two partners whose tills both use "order-1"
+    # When each records a purchase and authorises a hold under that key
+    first = factories.earn(member, partner, 100, idempotency_key="order-1")
+    second = factories.earn(member, other_partner, 100, idempotency_key="order-1")
+    first_hold = factories.hold(member, partner, 10, idempotency_key="till-1")
+    second_hold = factories.hold(member, other_partner, 10, idempotency_key="till-1")
+
+    # Then both writes of each pair succeed as separate results
+    assert first.pk != second.pk
+    assert first_hold.pk != second_hold.pk
+    assert selectors.member_balance(member=member) == selectors.Balance(
+        balance=200, held=20, spendable=180
+    )
+    assert selectors.ledger_check().ok
+
+
+def test_no_key_means_no_deduplication(member, partner):
+    # Given an internal earn without an idempotency key
+    # When it is called twice
+    for _ in range(2):
+        services.points_earn(
+            caller="system:test", idempotency_key=None, member=member, operator_points=10
+        )
+
+    # Then both are booked
+    assert selectors.member_balance(member=member).balance == 20
+
+
+# --------------------------------------------------------------------------- racing retries
+
+CONCURRENT = 8
+
+
+def _written(ctx, operation: str) -> int:
+    """How many rows the keyed write "K" left behind."""
+    if operation == "hold":
+        return RedemptionHold.objects.filter(idempotency_key="K").count()
+    if operation == "void":
+        return IdempotencyRecord.objects.filter(idempotency_key="K").count()
+    return LedgerTransaction.objects.filter(idempotency_key="K").count()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_racing_retries_with_one_key_write_once_and_all_get_the_same_result(ctx, operation):
+    # Given a caller that sends the same request 8 times at once (a till retrying on timeouts),
+    # each on its own database connection
+    before = selectors.member_balance(member=ctx.member)
+
+    # When they race
+    outcomes = factories.run_concurrently(
+        CONCURRENT, lambda _index: OPERATIONS[operation](ctx, "K")
+    )
+
+    # Then every caller succeeds with the same result, and it was written once
+    errors = [value for status, value in outcomes if status == "error"]
+    assert errors == []
+    assert len({value.pk for _, value in outcomes}) == 1
+    assert _written(ctx, operation) == 1
+    after = selectors.member_balance(member=ctx.member)
+    expected_change = {
+        "earn": (10, 0),
+        "burn": (-10, 0),
+        "donate": (-10, 0),
+        "hold": (0, 10),
+        "capture": (-100, -100),
+        "void": (0, -100),
+        "reverse": (-10, 0),
+        "adjust": (10, 0),
+    }[operation]
+    assert (after.balance - before.balance, after.held - before.held) == expected_change
+    assert selectors.ledger_check().ok
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_racing_different_requests_under_one_key_one_wins_the_others_conflict(programme, partner):
+    # Given 8 members, and a buggy till that sends an earn for each under the same key
+    members = [factories.member() for _ in range(CONCURRENT)]
+    factories.earn(members[0], partner, 1)  # the partner's issued account exists
+    caller = f"partner:{partner.pk}"
+
+    # When the 8 different requests race
+    outcomes = factories.run_concurrently(
+        CONCURRENT,
+        lambda index: factories.earn(
+            members[index], partner, 100, idempotency_key="shared", caller=caller
+        ),
+    )
+
+    # Then exactly one is booked, and every other caller gets IDEMPOTENCY_CONFLICT
+    succeeded = [value for status, value in outcomes if status == "ok"]
+    refused = [value for status, value in outcomes if status == "error"]
+    assert len(succeeded) == 1
+    assert [error.code for error in refused] == [ErrorCode.IDEMPOTENCY_CONFLICT] * (CONCURRENT - 1)
+    assert LedgerTransaction.objects.filter(idempotency_key="shared").count() == 1
+    balances = [selectors.member_balance(member=m).balance for m in members]
+    assert sum(balances) == 1 + 100
+    assert selectors.ledger_check().ok
