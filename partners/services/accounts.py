@@ -11,7 +11,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from coalition.errors import InvalidInput, InvalidState, NotFound
+from coalition.models import Account
 from coalition.money import CURRENCIES
+from coalition.services import system_account_id
 
 from ..models import ApiKey, CommercialTerms, Partner, Store
 
@@ -159,6 +161,10 @@ def partner_create(
         valid_from=partner_epoch(),
         allow_redemption_above_issuance=allow_redemption_above_issuance,
     )
+    # Open the partner's ledger accounts now, so that its first earns at many tills at once
+    # don't all wait on the unique index to create them.
+    for kind in (Account.Kind.PARTNER_ISSUED, Account.Kind.PARTNER_REDEEMED):
+        system_account_id(kind, partner_id=partner.pk)
     _key, raw_key = api_key_create(partner=partner)
     return partner, raw_key
 
