@@ -329,7 +329,7 @@ def _members(rng, partners, start, count, report) -> list[Person]:
         home = rng.sample(codes, k=rng.choice([1, 2, 2, 3, 3, 4]))
         if index == 0:
             home = ["FRESHMART", "BEANERY", "SKYWAYS"]
-        people.append(Person(member, home, rate=rng.uniform(0.05, 0.35)))
+        people.append(Person(member, home, rate=rng.uniform(0.02, 0.12)))
     report.add(len(people), "members")
     return people
 
@@ -375,7 +375,7 @@ def _activity(rng, people, partners, charities, start, now, report, stdout) -> N
     reward redemptions, and the nightly jobs (expiry, hold expiry, tiers, birthdays)."""
     brands = {brand.code: brand for brand in BRANDS}
     counts = {"purchases": 0, "redemptions": 0, "holds": 0, "refunds": 0, "donations": 0,
-              "rewards": 0}  # fmt: skip
+              "rewards": 0, "skipped": 0}  # fmt: skip
     recent_purchases: list[LedgerTransaction] = []
     for day in range((now - start).days + 1):
         moment = start + timedelta(days=day)
@@ -427,6 +427,7 @@ def _activity(rng, people, partners, charities, start, now, report, stdout) -> N
             stdout.write(
                 f"  seeding day {day}/{(now - start).days}: {counts['purchases']} purchases"
             )
+    counts.pop("skipped")
     for what, count in counts.items():
         report.add(count, what)
 
