@@ -1,5 +1,6 @@
-"""`./dev run`: start the Stripe emulator and the web server on loopback, print where they
-are, and stop both on Ctrl-C. Assumes the database is migrated and seeded (./dev does it)."""
+"""`./dev run`: start the Stripe emulator on loopback, migrate and seed the demo coalition
+(idempotent: a second run adds nothing and starts in seconds), start the web server, print
+where everything is with the demo credentials, and stop it all on Ctrl-C."""
 
 import argparse
 import os
@@ -33,6 +34,19 @@ def _port_free(port: int) -> bool:
             return True
         except OSError:
             return False
+
+
+def _demo_partner_key(python: str, env: dict) -> str:
+    """A fresh API key for the demo grocer (keys are stored hashed, so a new one is made)."""
+    done = subprocess.run(
+        [python, "manage.py", "demo_partner_key", "FRESHMART"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    lines = done.stdout.strip().splitlines()
+    return lines[-1] if done.returncode == 0 and lines else "(run manage.py demo_partner_key)"
 
 
 def main() -> int:
@@ -71,6 +85,15 @@ def main() -> int:
         if not _wait_for_port(args.stripe_port, 30, emulator):
             print("the Stripe emulator did not start", file=sys.stderr)
             return 1
+        for step, command in (
+            ("migrating the database", ["migrate", "--no-input", "-v0"]),
+            ("seeding the demo coalition (first run: about a minute)", ["seed_demo"]),
+        ):
+            print(f"==> {step}", flush=True)
+            done = subprocess.run([python, "manage.py", *command], cwd=ROOT, env=env)
+            if done.returncode != 0:
+                print(f"{step} failed", file=sys.stderr)
+                return 1
         print("==> starting the web server", flush=True)
         server = subprocess.Popen(
             [python, "manage.py", "runserver", f"127.0.0.1:{args.port}", "--noreload"],
@@ -85,8 +108,12 @@ def main() -> int:
         print(
             "\nCoalition is running (Ctrl-C stops everything):\n"
             f"  GraphQL + GraphiQL  {base}/graphql/\n"
-            f"  admin               {base}/admin/   (user admin, password coalition-demo)\n"
-            f"  Stripe emulator     http://127.0.0.1:{args.stripe_port}\n",
+            f"  member portal       {base}/portal/  (demo@coalition.local / demo-member-1)\n"
+            f"  finance dashboard   {base}/finance/ (finance / finance-demo-1; a second\n"
+            f"                      approver: controller / finance-demo-2)\n"
+            f"  admin               {base}/admin/   (admin / coalition-demo)\n"
+            f"  Stripe emulator     http://127.0.0.1:{args.stripe_port}\n"
+            f"  partner API key     {_demo_partner_key(python, env)}\n",
             flush=True,
         )
         while all(child.poll() is None for child in children):

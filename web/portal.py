@@ -80,7 +80,9 @@ def history(request):
         "partner", "charity", "reversal_of"
     )
     page = Paginator(transactions, 25).get_page(request.GET.get("page"))
-    return render(request, "web/history.html", {"section": "history", "member": request.member, "page": page})
+    return render(
+        request, "web/history.html", {"section": "history", "member": request.member, "page": page}
+    )
 
 
 @member_required
