@@ -65,6 +65,50 @@ def _failure(message: str, status: int, code: str = "INVALID") -> HttpResponse:
     return _json({"errors": [{"message": message, "extensions": {"code": code}}]}, status)
 
 
+def _text_problem(value: str) -> str | None:
+    if "\x00" in value:
+        return "Strings must not contain NUL characters"
+    if any("\ud800" <= char <= "\udfff" for char in value):
+        return "Strings must be valid Unicode (a lone surrogate was sent)"
+    return None
+
+
+def _unusable_text(document, variables) -> str | None:
+    """Text no database or client can hold (NUL, lone surrogates), in the document's string
+    literals or in the variables: refused before anything runs (issue 9, hostile input)."""
+    stack: list = [variables] if variables else []
+    for node in _string_literals(document):
+        problem = _text_problem(node)
+        if problem:
+            return problem
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            problem = _text_problem(value)
+            if problem:
+                return problem
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return None
+
+
+def _string_literals(document):
+    from graphql import StringValueNode, visit
+    from graphql.language import Visitor
+
+    found: list[str] = []
+
+    class Strings(Visitor):
+        def enter_string_value(self, node: StringValueNode, *_args):
+            found.append(node.value)
+
+    visit(document, Strings())
+    return found
+
+
 def introspection_enabled() -> bool:
     return bool(settings.DEBUG or getattr(settings, "GRAPHQL_INTROSPECTION", False))
 
@@ -170,6 +214,9 @@ class CoalitionGraphQLView(GraphQLView):
             return _json({"errors": [error.formatted]}, 400)
         except RecursionError:
             return _failure("The document is nested too deeply", 400, "LIMIT_EXCEEDED")
+        unusable = _unusable_text(document, variables)
+        if unusable is not None:
+            return _failure(unusable, 400)
         operation = get_operation_ast(document, operation_name)
         if operation is None:
             message = (

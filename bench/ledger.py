@@ -31,10 +31,23 @@ transactions, each transaction its own database transaction, members taken round
        expiry order, UPDATE the lots consumed, INSERT the transaction (metadata.lots as the
        service writes it), INSERT two entries, UPDATE last_activity_at, COMMIT.
 
-For each: transactions/s, p50 and p99 latency in ms. Then the SQL statements one earn and
-one burn issue (django.test.utils.CaptureQueriesContext; --show-queries lists them),
-optionally a cProfile of the earn path (--profile N), and last the ratio (b1)/(a), with the
-goal (b1) >= 0.35 x (a).
+Workloads run one after another, each after 50 untimed warm-up transactions. For each:
+transactions, transactions/s, p50 and p99 latency in ms (two processes: the sum of their
+rates over the longest run, percentiles over both). Then:
+
+  - the statements one earn and one burn send (django.test.utils.CaptureQueriesContext;
+    --show-queries lists them);
+  - a breakdown of one earn and one burn (--breakdown N, default 300 calls, 0 skips it):
+    each statement's round trip, COMMIT, and the rest, which is Python;
+  - with --profile N, a cProfile of N earns;
+  - last, the ratio (b1)/(a), with the goal (b1) >= 0.35 x (a).
+
+Other options: --only a,b1 runs only some workloads; --tiers adds three tiers that nobody
+reaches, so that every earn pays the tier-upgrade check (without it there are no tiers, and
+an earn only reads the empty tier list).
+
+Each run enrols new members (and leaves them); --recreate drops the database and builds it
+afresh (needed too when the migrations were rewritten since it was built).
 """
 
 from __future__ import annotations
@@ -97,14 +110,21 @@ def _connect(config: dict, dbname: str | None = None):
     )
 
 
-def ensure_database(config: dict) -> bool:
-    """Create the bench database if it is missing. True when it was created."""
+def ensure_database(config: dict, recreate: bool = False) -> bool:
+    """Create the bench database if it is missing (drop it first with recreate). True when
+    it was created."""
     from psycopg2 import sql
 
     conn = _connect(config, dbname="postgres")
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
+            if recreate:
+                cur.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(config["NAME"])
+                    )
+                )
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [config["NAME"]])
             if cur.fetchone():
                 return False
@@ -134,6 +154,25 @@ class Fixture:
     earn_partner_id: int
     burn_partner_id: int
     member_ids: list[int]
+
+
+def set_tiers(enabled: bool) -> int:
+    """With --tiers, three tiers no member reaches during the bench (so every earn pays the
+    qualifying-points check of an upgrade but never upgrades); without, none of them."""
+    from django.apps import apps
+
+    try:
+        tier = apps.get_model("coalition", "Tier")
+    except LookupError:
+        return 0
+    if enabled:
+        for n, code in enumerate(("BENCH-BASE", "BENCH-SILVER", "BENCH-GOLD")):
+            tier.objects.get_or_create(
+                code=code, defaults={"name": code.title(), "qualifying_points": n * 10**15}
+            )
+    else:
+        tier.objects.filter(code__startswith="BENCH-").delete()
+    return tier.objects.count()
 
 
 def prepare(url: str, members: int, log: Callable[[str], None]) -> Fixture:
@@ -494,8 +533,7 @@ def _label(sql: str) -> str:
     if verb in ("BEGIN", "COMMIT", "ROLLBACK"):
         return verb
     if verb == "DECLARE":
-        body = sql.split(" FOR ", 1)[1]
-        return "DECLARE cursor FOR " + _label(body)
+        return "DECLARE cursor FOR " + _label(sql.split(" FOR ", 1)[1])
     table = re.search(r"(?:FROM|INTO|UPDATE) (\w+)", sql)
     label = f"{verb} {table.group(1) if table else '?'}"
     if verb == "UPDATE":
@@ -514,6 +552,8 @@ def count_queries(fixture: Fixture, show: bool) -> list[str]:
     for workload, verb in (("earn-service", "earn"), ("burn-service", "burn")):
         op, _ = BUILDERS[workload](fixture, fixture.member_ids, f"bench-{fixture.run}-q{verb}")
         op(0)  # caches warm
+        # With DEBUG on the log may be full (9,000 entries): its length no longer moves.
+        connection.queries_log.clear()
         with CaptureQueriesContext(connection) as captured:
             op(1)
         sqls = [q["sql"] for q in captured.captured_queries]
@@ -543,7 +583,12 @@ def breakdown(fixture: Fixture, workload: str, ops: int) -> list[str]:
         try:
             return execute(sql, params, many, context)
         finally:
-            key = (seq[0], _label(sql))
+            label = _label(sql)
+            if getattr(context["cursor"].cursor, "name", None):
+                label = f"DECLARE cursor FOR {label}"  # psycopg2 adds DECLARE itself
+            if seq[0] == 0:
+                label += " (+ BEGIN)"  # psycopg2 sends BEGIN before the first statement
+            key = (seq[0], label)
             per_statement[key] = per_statement.get(key, 0.0) + time.perf_counter() - t0
             seq[0] += 1
 
@@ -617,6 +662,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--members", type=int, default=2000, help="members (default 2000)")
     parser.add_argument("--show-queries", action="store_true", help="list each statement")
     parser.add_argument(
+        "--recreate",
+        action="store_true",
+        help="drop the bench database and build it afresh first",
+    )
+    parser.add_argument(
+        "--only",
+        type=lambda text: text.split(","),
+        default=None,
+        metavar="LABELS",
+        help="run only these workloads, e.g. a,b1 (a and b1 are always needed)",
+    )
+    parser.add_argument(
+        "--tiers",
+        action="store_true",
+        help="with three (unreachable) tiers, so each earn checks for an upgrade",
+    )
+    parser.add_argument(
         "--breakdown",
         type=int,
         default=300,
@@ -637,16 +699,25 @@ def main(argv: list[str] | None = None) -> None:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
+    load_before = os.getloadavg()[0]
     url = os.environ.get("DATABASE_URL", DEFAULT_URL)
     config = _db_config(url)
-    if ensure_database(config):
+    if ensure_database(config, recreate=args.recreate):
         log(f"created database {config['NAME']}")
     setup_django(url)
     from django.conf import settings
     from django.core.management import call_command
 
     log(f"migrating {config['NAME']} ...")
-    call_command("migrate", interactive=False, verbosity=0)
+    from django.db.migrations.exceptions import InconsistentMigrationHistory
+
+    try:
+        call_command("migrate", interactive=False, verbosity=0)
+    except InconsistentMigrationHistory as exc:
+        sys.exit(
+            f"{exc}\nThe migrations changed since this database was built: run again with "
+            "--recreate to drop and rebuild it."
+        )
     try:
         call_command("makemigrations", check=True, dry_run=True, verbosity=0)
     except SystemExit:
@@ -655,6 +726,7 @@ def main(argv: list[str] | None = None) -> None:
             "match them: write the migration first (manage.py makemigrations)"
         )
     log(f"preparing (DEBUG={settings.DEBUG}, {args.members} members) ...")
+    tiers = set_tiers(args.tiers)
     fixture = prepare(url, args.members, log)
 
     plan = [
@@ -665,6 +737,11 @@ def main(argv: list[str] | None = None) -> None:
         ("c1", "burn, points_burn", "burn-service", 1),
         ("c2", "burn, raw SQL floor", "burn-floor", 1),
     ]
+    if args.only:
+        unknown = set(args.only) - {label for label, *_ in plan}
+        if unknown or not {"a", "b1"} <= set(args.only):
+            parser.error("--only takes labels among a,a2,b1,b2,c1,c2 and needs a and b1")
+        plan = [step for step in plan if step[0] in args.only]
     results: dict[str, Result] = {}
     for label, name, workload, procs in plan:
         how = f"{args.count} each" if args.count else f"{args.seconds:g} s"
@@ -693,7 +770,8 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(
         f"PostgreSQL {version} (synchronous_commit={sync}), database {config['NAME']}, "
-        f"{args.members} members, {os.cpu_count()} CPUs, DEBUG={settings.DEBUG}"
+        f"{args.members} members, {tiers} tiers, {os.cpu_count()} CPUs, "
+        f"DEBUG={settings.DEBUG}, load average before {load_before:.2f}"
     )
     header = f"{'':5}{'workload':24}{'procs':>6}{'txns':>9}{'tx/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
     print(header)
@@ -707,10 +785,17 @@ def main(argv: list[str] | None = None) -> None:
     print("-" * len(header))
     for line in query_lines:
         print(line)
-    ratio = lambda x, y: results[x].rate / results[y].rate  # noqa: E731
-    print(f"points_earn 2 procs / 1 proc (b2)/(b1) = {ratio('b2', 'b1'):.2f}")
-    print(f"floor 2 procs / 1 proc       (a2)/(a)  = {ratio('a2', 'a'):.2f}")
-    print(f"points_burn / burn floor     (c1)/(c2) = {ratio('c1', 'c2'):.2f}")
+
+    def ratio(x: str, y: str) -> float:
+        return results[x].rate / results[y].rate
+
+    for x, y, what in (
+        ("b2", "b1", "points_earn 2 procs / 1 proc"),
+        ("a2", "a", "floor 2 procs / 1 proc      "),
+        ("c1", "c2", "points_burn / burn floor    "),
+    ):
+        if x in results and y in results:
+            print(f"{what} {f'({x})/({y})':10}= {ratio(x, y):.2f}")
     met = ratio("b1", "a") >= GOAL
     print(
         f"RATIO points_earn / raw SQL floor (b1)/(a) = {ratio('b1', 'a'):.2f} "

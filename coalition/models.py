@@ -65,6 +65,12 @@ class Programme(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args, **kwargs):
+        super().save(*args, **kwargs)
+        from .services.posting import caches_clear
+
+        caches_clear()  # this process sees the change at once; others within seconds
+
 
 class Member(models.Model):
     class Status(models.TextChoices):
@@ -390,6 +396,19 @@ class Tier(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args, **kwargs):
+        super().save(*args, **kwargs)
+        from .services.posting import caches_clear
+
+        caches_clear()
+
+    def delete(self, *args, **kwargs):
+        result = super().delete(*args, **kwargs)
+        from .services.posting import caches_clear
+
+        caches_clear()
+        return result
+
 
 class MemberTier(models.Model):
     """A member's current tier, and since when they have been below its threshold."""
@@ -416,3 +435,68 @@ class TierChange(models.Model):
     class Meta:
         db_table = "coalition_tier_change"
         ordering = ["-created_at", "-id"]
+
+
+# --------------------------------------------------------------------------- reliability
+# Issue 9: the transactional outbox and the audit trail. App-agnostic: every app depends on
+# coalition, so any app can enqueue follow-up work or record a staff action here.
+
+
+class OutboxMessage(models.Model):
+    """Follow-up work recorded in the database transaction of the write that causes it
+    (a partner webhook, a notification, a Celery job) and dispatched after the commit by
+    the relay (coalition/outbox.py). Nothing is lost when the broker is down: the row waits."""
+
+    topic = models.CharField(max_length=64)
+    payload = models.JSONField(default=dict)
+    created_at = models.DateTimeField(db_default=Now())
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    # A row whose handler failed waits until then (backoff); null: due now.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "coalition_outbox"
+        indexes = [
+            models.Index(
+                fields=["id"], condition=Q(dispatched_at__isnull=True), name="outbox_pending"
+            ),
+            models.Index(
+                fields=["dispatched_at"],
+                condition=Q(dispatched_at__isnull=False),
+                name="outbox_dispatched",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        state = "dispatched" if self.dispatched_at else f"pending ({self.attempts} attempts)"
+        return f"outbox #{self.pk} {self.topic} {state}"
+
+
+class AuditEvent(models.Model):
+    """Who did what to which object, when, with the object before and after. Append-only
+    (PostgreSQL triggers reject UPDATE and DELETE, see migration 0004)."""
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # Kept as text too, so the trail still names a user who was later renamed.
+    actor_label = models.CharField(max_length=150, blank=True, default="")
+    action = models.CharField(max_length=100)
+    object_type = models.CharField(max_length=100)
+    object_id = models.CharField(max_length=64, blank=True, default="")
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "coalition_audit_event"
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["object_type", "object_id"], name="audit_object"),
+            models.Index(fields=["actor", "-created_at"], name="audit_actor"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.actor_label} {self.action} {self.object_type}#{self.object_id}"

@@ -40,6 +40,17 @@ def pytest_runtest_setup(item):
         _unavailable("needs Redis: set CELERY_BROKER_URL=redis://...")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_ledger_caches():
+    """Each test starts with the per-process programme/account/tier caches empty (tests
+    roll back or flush rows that a cache would otherwise remember)."""
+    from coalition.services.posting import caches_clear
+
+    caches_clear()
+    yield
+    caches_clear()
+
+
 @pytest.fixture
 def programme(db):
     """The programme with rules that keep tests short: no minimum redemption."""

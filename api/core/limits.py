@@ -17,6 +17,7 @@ Redis via CACHE_URL in production, so every web process shares the counts).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from dataclasses import dataclass
@@ -245,7 +246,10 @@ def rate_limit_hit(key: str, operation: str) -> int | None:
     allowed, period = rate
     now = time.time()
     window = int(now // period)
-    cache_key = f"coalition:rl:{operation}:{key}:{window}"
+    # Hashed: a caller-chosen part (an email) is neither stored as is nor able to make the
+    # key too long or unusable for a cache backend (memcached refuses spaces, control chars).
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    cache_key = f"coalition:rl:{operation}:{digest}:{window}"
     if cache.add(cache_key, 1, timeout=period + 1):
         count = 1
     else:

@@ -109,3 +109,8 @@ __all__ += ["points_match", "points_match_reverse"]
 from .batch import BatchOutcome, EarnRequest, OutcomeStatus, points_earn_batch  # noqa: E402
 
 __all__ += ["BatchOutcome", "EarnRequest", "OutcomeStatus", "points_earn_batch"]
+
+# Members' personal data (issue 9): export everything held, erase (anonymise) the person.
+from .privacy import member_erase, member_export  # noqa: E402
+
+__all__ += ["member_erase", "member_export"]

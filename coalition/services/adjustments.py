@@ -111,4 +111,19 @@ def points_adjust(
             expires_at=lot_expiry(programme_get(), now),
         )
     AdjustmentNote.objects.create(transaction=txn, staff_user=staff_user, reason=reason)
+    from ..audit import audit_record  # issue 9: every staff action is in the audit trail
+
+    audit_record(
+        actor=staff_user,
+        action="points.adjust",
+        object_type="coalition.member",
+        object_id=member.pk,
+        before={"balance": balance_before},
+        after={
+            "balance": wallet.balance,
+            "points": points,
+            "reason": reason,
+            "transaction": txn.pk,
+        },
+    )
     return txn

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 
 from ..errors import (
     IdempotencyConflict,
@@ -26,6 +26,8 @@ Kind = LedgerTransaction.Kind
 MAX_TEXT_LENGTH = 255
 # PostgreSQL: serialization failure, deadlock detected, lock not available.
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+# PostgreSQL: the server ended the session (admin shutdown, crash shutdown, cannot connect now).
+CONNECTION_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 IDEMPOTENCY_CONSTRAINTS = frozenset(
     {"transaction_idempotency_unique", "hold_idempotency_unique", "idempotency_record_unique"}
 )
@@ -53,12 +55,45 @@ def _is_idempotency_race(exc: IntegrityError) -> bool:
     return "idempotency_key" in str(exc)
 
 
+def connection_lost(exc: BaseException) -> bool:
+    """Did the database connection break (network, server restart, session terminated)?
+
+    psycopg2 reports a dead socket as OperationalError or InterfaceError without a SQLSTATE;
+    a server that ends the session says 57P01-57P03. (SQLite has no SQLSTATEs and no
+    connection to lose: never.)
+    """
+    if connection.vendor != "postgresql":
+        return False
+    if isinstance(exc, InterfaceError):
+        return True
+    if isinstance(exc, OperationalError):
+        sqlstate = _sqlstate(exc)
+        return (
+            sqlstate is None or sqlstate.startswith("08") or sqlstate in CONNECTION_LOST_SQLSTATES
+        )
+    return False
+
+
+def _discard_broken_connection() -> None:
+    """Drop the connection if it is broken, so the next attempt opens a fresh one."""
+    if connection.connection is not None and not connection.is_usable():
+        connection.close()
+
+
 def ledger_write(fn: Callable[..., T]) -> Callable[..., T]:
     """Run a write in its own database transaction, retrying what is safe to retry.
 
-    A deadlock, serialization failure or lock timeout is retried with jittered backoff. A
-    unique-key violation on an idempotency key means a concurrent request with the same key
-    committed first: one retry then finds and replays (or refuses) that first result.
+    - A deadlock, serialization failure or lock timeout is retried with jittered backoff:
+      the server rolled the transaction back.
+    - A lost connection (network, database restart) is retried on a fresh connection when
+      it broke *before* the commit was sent: the server rolls an unfinished transaction
+      back, so nothing was written. When it broke *during* the commit nobody can tell
+      whether the commit happened; the write is then retried only if it carries an
+      idempotency key, because the retry finds a committed first attempt by its key and
+      replays it (the same result, no second posting). A write without a key re-raises.
+    - A unique-key violation on an idempotency key means a concurrent request with the same
+      key committed first: one retry then finds and replays (or refuses) that first result.
+
     Called inside an outer transaction, the write runs in a savepoint and is not retried:
     the outer transaction is the caller's to retry.
     """
@@ -72,13 +107,29 @@ def ledger_write(fn: Callable[..., T]) -> Callable[..., T]:
         idempotency_retried = False
         attempt = 0
         while True:
+            committing = False
             try:
                 with transaction.atomic():
-                    return fn(*args, **kwargs)
-            except OperationalError as exc:
-                if attempt >= retries or _sqlstate(exc) not in RETRYABLE_SQLSTATES:
+                    result = fn(*args, **kwargs)
+                    committing = True  # what fails from here on failed in the commit
+                return result
+            except (OperationalError, InterfaceError) as exc:
+                if attempt >= retries:
                     raise
-                logger.info("retrying %s after %s", fn.__name__, _sqlstate(exc))
+                if _sqlstate(exc) in RETRYABLE_SQLSTATES:
+                    logger.info("retrying %s after %s", fn.__name__, _sqlstate(exc))
+                elif connection_lost(exc) and (
+                    not committing or kwargs.get("idempotency_key") is not None
+                ):
+                    logger.warning(
+                        "retrying %s on a new connection: lost %s the commit (%s)",
+                        fn.__name__,
+                        "during" if committing else "before",
+                        type(exc).__name__,
+                    )
+                    _discard_broken_connection()
+                else:
+                    raise
             except IntegrityError as exc:
                 if idempotency_retried or not _is_idempotency_race(exc):
                     raise

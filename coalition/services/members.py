@@ -108,14 +108,28 @@ def member_create(
     raise RuntimeError("could not allocate a unique member number")
 
 
-def member_set_status(*, member: Member, status: str) -> Member:
-    """Suspend, close or reactivate a member. A closed member stays closed."""
+def member_set_status(*, member: Member, status: str, staff_user: Any = None) -> Member:
+    """Suspend, close or reactivate a member. A closed member stays closed. With a staff
+    user, the change is in the audit trail (issue 9)."""
     if status not in Member.Status.values:
         raise InvalidInput(f"Unknown status {status!r}", field="status")
     if member.status == Member.Status.CLOSED and status != Member.Status.CLOSED:
         raise InvalidState("A closed member cannot be reopened")
-    member.status = status
-    member.save(update_fields=["status"])
+    before = member.status
+    with transaction.atomic():
+        member.status = status
+        member.save(update_fields=["status"])
+        if staff_user is not None:
+            from ..audit import audit_record
+
+            audit_record(
+                actor=staff_user,
+                action="member.set_status",
+                object_type="coalition.member",
+                object_id=member.pk,
+                before={"status": before},
+                after={"status": status},
+            )
     return member
 
 

@@ -23,7 +23,6 @@ from .posting import (
     _consume_lots,
     _credit_lots,
     _lock_wallet,
-    _mark_activity,
     _post,
     _release_due_holds,
     _require_active_member,
@@ -99,6 +98,8 @@ def points_earn(
         purchase_amount=purchase_amount,
         purchase_currency=purchase_currency,
     )
+    # One replay check, before the lock: a concurrent request with the same key is caught by
+    # the unique index, and ledger_write's retry then finds and replays the first result.
     replay = transaction_replay(
         caller=caller, idempotency_key=idempotency_key, request_hash=request_hash
     )
@@ -113,12 +114,7 @@ def points_earn(
     if operator_points:
         legs.append(Leg(system_account_id(Account.Kind.OPERATOR_MARKETING), -operator_points))
 
-    wallet = _lock_wallet(member)
-    replay = transaction_replay(
-        caller=caller, idempotency_key=idempotency_key, request_hash=request_hash
-    )
-    if replay:
-        return replay
+    wallet = _lock_wallet(member, touch=now)
     balance_before = wallet.balance
     legs.append(Leg(wallet.pk, total))
     txn = _post(
@@ -143,7 +139,6 @@ def points_earn(
         txn=txn,
         expires_at=lot_expiry(programme_get(), now),
     )
-    _mark_activity(wallet, now)
     member_tier_upgrade(member=member, now=now)
     return txn
 
@@ -213,12 +208,7 @@ def points_burn(
     now = now or timezone.now()
     redeemed = system_account_id(Account.Kind.PARTNER_REDEEMED, partner_id=partner.pk)
 
-    wallet = _lock_wallet(member)
-    replay = transaction_replay(
-        caller=caller, idempotency_key=idempotency_key, request_hash=request_hash
-    )
-    if replay:
-        return replay
+    wallet = _lock_wallet(member, touch=now)
     _burn_rules(member, points, now)
     _release_due_holds(wallet, now)
     _require_spendable(wallet, points)
@@ -236,7 +226,6 @@ def points_burn(
         reference=reference,
         metadata={**(metadata or {}), "lots": lots},
     )
-    _mark_activity(wallet, now)
     return txn
 
 
@@ -269,12 +258,7 @@ def points_donate(
     now = now or timezone.now()
     received = system_account_id(Account.Kind.CHARITY_RECEIVED, charity_id=charity.pk)
 
-    wallet = _lock_wallet(member)
-    replay = transaction_replay(
-        caller=caller, idempotency_key=idempotency_key, request_hash=request_hash
-    )
-    if replay:
-        return replay
+    wallet = _lock_wallet(member, touch=now)
     _release_due_holds(wallet, now)
     _require_spendable(wallet, points)
     lots = _consume_lots(wallet, points)
@@ -290,5 +274,4 @@ def points_donate(
         charity=charity,
         metadata={**(metadata or {}), "lots": lots},
     )
-    _mark_activity(wallet, now)
     return txn

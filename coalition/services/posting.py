@@ -2,12 +2,14 @@
 
 import calendar
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 
 from ..errors import (
     InsufficientPoints,
@@ -89,11 +91,31 @@ def _require_active_partner(partner: Any) -> None:
 # --------------------------------------------------------------------------- accounts
 
 
+# Per-process caches of rows every posting reads. Accounts are never deleted, so an account
+# id, once known, stays right; the programme is re-read after CACHE_SECONDS (and at once in
+# the process that saves it). Tests clear them between cases (caches_clear).
+CACHE_SECONDS = 10.0
+_programme_cache: list = []  # [(read at, Programme)]
+_account_ids: dict[tuple[str, int | None, int | None], int] = {}
+
+
+def caches_clear() -> None:
+    """Forget cached programme rows and account ids (after a save, or between tests)."""
+    _programme_cache.clear()
+    _account_ids.clear()
+    from .tiers import tiers_cache_clear
+
+    tiers_cache_clear()
+
+
 def programme_get() -> Programme:
-    """The programme (created with its defaults on first use)."""
+    """The programme (created with its defaults on first use), cached for a few seconds."""
+    if _programme_cache and time.monotonic() - _programme_cache[0][0] < CACHE_SECONDS:
+        return _programme_cache[0][1]
     programme = Programme.objects.order_by("id").first()
     if programme is None:
         programme, _ = Programme.objects.get_or_create(id=1)
+    _programme_cache[:] = [(time.monotonic(), programme)]
     return programme
 
 
@@ -104,20 +126,49 @@ def system_account_id(
 
     These accounts are never locked or updated by postings: their balance is an aggregate.
     """
+    cache_key = (kind, partner_id, charity_id)
+    if cache_key in _account_ids:
+        return _account_ids[cache_key]
     lookup = {"kind": kind, "partner_id": partner_id, "charity_id": charity_id}
     account_id = Account.objects.filter(**lookup).values_list("id", flat=True).first()
-    if account_id is not None:
-        return account_id
-    try:
-        with transaction.atomic():
-            return Account.objects.create(**lookup).id
-    except IntegrityError:
-        # Created concurrently by another posting; it is committed now.
-        return Account.objects.filter(**lookup).values_list("id", flat=True).get()
+    if account_id is None:
+        try:
+            with transaction.atomic():
+                account_id = Account.objects.create(**lookup).id
+        except IntegrityError:
+            # Created concurrently by another posting; it is committed now.
+            account_id = Account.objects.filter(**lookup).values_list("id", flat=True).get()
+    # Remember it only once this transaction commits: a row seen (or made) inside a
+    # transaction that rolls back must not be remembered.
+    transaction.on_commit(lambda: _account_ids.__setitem__(cache_key, account_id))
+    return account_id
 
 
-def _lock_wallet(member: Member) -> Account:
-    return Account.objects.select_for_update().get(member_id=member.pk)
+_TOUCH_SQL = (
+    "UPDATE coalition_account SET last_activity_at = %s WHERE member_id = %s "
+    "RETURNING id, kind, member_id, balance, held, last_activity_at"
+)
+
+
+def _lock_wallet(member: Member, *, touch: datetime | None = None) -> Account:
+    """Lock the member's wallet row for this transaction. With `touch`, record the
+    member's activity in the same statement (one round trip instead of two)."""
+    if touch is None:
+        return Account.objects.select_for_update().get(member_id=member.pk)
+    with connection.cursor() as cursor:
+        cursor.execute(_TOUCH_SQL, [touch, member.pk])
+        row = cursor.fetchone()
+    if row is None:
+        raise Account.DoesNotExist(f"member {member.pk} has no wallet")
+    account_id, kind, member_id, balance, held, _ = row
+    return Account(
+        id=account_id,
+        kind=kind,
+        member_id=member_id,
+        balance=balance,
+        held=held,
+        last_activity_at=touch,
+    )
 
 
 def _lock_wallets(member_ids: Iterable[int]) -> dict[int, Account]:
@@ -230,14 +281,26 @@ def _consume_lots(
     groups = [lots]
     if prefer_lot_ids:
         groups = [lots.filter(id__in=prefer_lot_ids), lots.exclude(id__in=prefer_lot_ids)]
+    earliest_first = (F("expires_at").asc(nulls_last=True), "id")
     for group in groups:
-        for lot in group.order_by("expires_at", "id").only("id", "remaining").iterator(64):
-            if to_take == 0:
-                return taken
-            take = min(lot.remaining, to_take)
-            PointLot.objects.filter(pk=lot.pk).update(remaining=lot.remaining - take)
-            taken.append([lot.pk, take])
-            to_take -= take
+        seen: list[int] = []
+        while to_take > 0:
+            # Plain paged reads (no server-side cursor): most spends touch one or two lots.
+            page = list(
+                group.exclude(id__in=seen)
+                .order_by(*earliest_first)
+                .values_list("id", "remaining")[:32]
+            )
+            if not page:
+                break
+            for lot_id, remaining in page:
+                seen.append(lot_id)
+                if to_take == 0:
+                    break
+                take = min(remaining, to_take)
+                PointLot.objects.filter(pk=lot_id).update(remaining=remaining - take)
+                taken.append([lot_id, take])
+                to_take -= take
     return taken
 
 
@@ -289,6 +352,8 @@ def _mark_activity(wallet: Account, now: datetime) -> None:
 
 def _release_due_holds(wallet: Account, now: datetime) -> None:
     """Expire this member's holds that are past due, so their points are spendable again."""
+    if wallet.held == 0:
+        return  # nothing reserved, so nothing to release
     due = list(
         RedemptionHold.objects.filter(
             member_id=wallet.member_id, status=RedemptionHold.Status.ACTIVE, expires_at__lte=now

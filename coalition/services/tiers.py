@@ -1,6 +1,7 @@
 """Coalition-wide tiers: upgrade at once on the earn that crosses a threshold, downgrade only
 at the nightly recalculation and only after the programme's grace period below it."""
 
+import time
 from datetime import datetime, timedelta
 
 from django.db import transaction
@@ -14,8 +15,22 @@ Kind = LedgerTransaction.Kind
 QUALIFYING_WINDOW = timedelta(days=365)
 
 
+_tiers_cache: list = []  # [(read at, [Tier, ...])]
+
+
 def tiers_ordered() -> list[Tier]:
-    return list(Tier.objects.order_by("qualifying_points"))
+    """The tiers, lowest first; cached for a few seconds per process (read on every earn)."""
+    from .posting import CACHE_SECONDS
+
+    if _tiers_cache and time.monotonic() - _tiers_cache[0][0] < CACHE_SECONDS:
+        return _tiers_cache[0][1]
+    tiers = list(Tier.objects.order_by("qualifying_points"))
+    _tiers_cache[:] = [(time.monotonic(), tiers)]
+    return tiers
+
+
+def tiers_cache_clear() -> None:
+    _tiers_cache.clear()
 
 
 def qualifying_points(*, member: Member, now: datetime | None = None) -> int:
@@ -65,9 +80,10 @@ def _change(member, state, new_tier, points, reason, now, from_tier=None) -> Tie
         reason=reason,
         created_at=now,
     )
-    from ..tasks import notify_tier_change
+    # Through the outbox (issue 9): committed with the change, sent even if the broker is down.
+    from ..outbox import celery_task_enqueue
 
-    transaction.on_commit(lambda: notify_tier_change.delay(change.pk))
+    celery_task_enqueue("coalition.tasks.notify_tier_change", change.pk)
     return change
 
 
@@ -94,6 +110,7 @@ def tiers_recalculate(*, now: datetime | None = None) -> dict[str, int]:
     """The nightly recalculation: members below their tier's threshold are marked, and moved
     down once they have stayed below it for the programme's grace period."""
     now = now or timezone.now()
+    tiers_cache_clear()  # the nightly run always reads the tiers as they are now
     tiers = tiers_ordered()
     grace = timedelta(days=programme_get().tier_grace_days)
     counts = {"downgraded": 0, "marked": 0, "cleared": 0}

@@ -169,6 +169,10 @@ CELERY_BEAT_SCHEDULE["settlement-resume-executing"] = {
     "task": "settlement.tasks.resume_executing_runs",
     "schedule": timedelta(minutes=10),
 }
+CELERY_BEAT_SCHEDULE["settlement-pending-stripe-events"] = {
+    "task": "settlement.tasks.process_pending_stripe_events",
+    "schedule": timedelta(minutes=5),
+}
 
 # --- Charity (issue 6) ------------------------------------------------------------------
 # The nightly expiry first gives opted-in members' due points to the charity they chose,
@@ -222,6 +226,14 @@ CELERY_BEAT_SCHEDULE["sweep-webhook-domain-events"] = {
 OUTBOX_HANDLERS = {
     "partners.webhook_event": "partners.webhooks.outbox_event_dispatch",
 }
+# Publishing gives up fast when the broker is down (instead of ~6 s of retries inside a
+# request): follow-up work is in the outbox, and the relay sends it once the broker is back.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "max_retries": env.int("CELERY_PUBLISH_MAX_RETRIES", default=1),
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
 CELERY_BEAT_SCHEDULE["relay-outbox"] = {
     "task": "coalition.tasks.relay_outbox",
     "schedule": timedelta(seconds=env.int("OUTBOX_RELAY_SECONDS", default=5)),
@@ -229,4 +241,33 @@ CELERY_BEAT_SCHEDULE["relay-outbox"] = {
 CELERY_BEAT_SCHEDULE["purge-outbox"] = {
     "task": "coalition.tasks.purge_outbox",
     "schedule": crontab(hour=4, minute=30),
+}
+
+# Security headers (config/security.py): a Content-Security-Policy with per-response nonces
+# on HTML pages and a Permissions-Policy; Django's SecurityMiddleware sends nosniff,
+# Referrer-Policy and COOP, XFrameOptionsMiddleware X-Frame-Options: DENY.
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "config.security.SecurityHeadersMiddleware",
+)
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+
+# Credentials are cut from every log line (config/log_filters.py), SQL logged with DEBUG too.
+LOGGING.setdefault("filters", {})["redact_secrets"] = {
+    "()": "config.log_filters.RedactSecretsFilter"
+}
+for _handler in LOGGING["handlers"].values():
+    _handler.setdefault("filters", []).append("redact_secrets")
+
+# Members' personal data (coalition/services/privacy.py): what each app removes on erasure,
+# and extra export sections ({name: dotted path}); rows pointing at a member are exported
+# automatically.
+COALITION_PRIVACY = {
+    "ERASE_HOOKS": ["partners.privacy.member_identities_erase"],
+    "EXPORT_SECTIONS": {},
 }

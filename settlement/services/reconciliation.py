@@ -1,0 +1,251 @@
+"""Reconciliation: what Stripe holds for a run, compared with the run's lines.
+
+Pay-outs: every transfer in the run's transfer group. Collections: each collection line's
+PaymentIntent, and the partner's other intents that name the run. A difference is one of
+
+    missing               a line recorded as paid that Stripe has nothing for
+    extra                 a Stripe object in the run that no line accounts for
+    duplicate             a second live transfer or payment for one line
+    amount_mismatch       Stripe's amount (net of reversals) differs from the line's
+    destination_mismatch  the money went to another account or came from another customer
+    status_mismatch       Stripe moved money for a line recorded as not paid, or the reverse
+
+The result is stored (`Reconciliation`), shown in the admin and to staff through the API.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any
+
+from coalition.money import to_minor_units
+
+from .. import stripe_gateway as gateway
+from ..models import Reconciliation, SettlementLine, SettlementRun
+
+logger = logging.getLogger(__name__)
+
+LineStatus = SettlementLine.Status
+Direction = SettlementLine.Direction
+
+
+def _difference(
+    kind: str,
+    message: str,
+    *,
+    line: SettlementLine | None = None,
+    stripe_id: str = "",
+    expected: Any = "",
+    actual: Any = "",
+) -> dict:
+    return {
+        "kind": kind,
+        "line": line.pk if line else None,
+        "stripe_id": stripe_id or None,
+        "expected": str(expected),
+        "actual": str(actual),
+        "message": message,
+    }
+
+
+def _check_transfers(run: SettlementRun, lines: list[SettlementLine]) -> tuple[list, int]:
+    differences: list[dict] = []
+    transfers = gateway.transfers_in_group(run.transfer_group)
+    by_line: dict[str, list[gateway.TransferInfo]] = defaultdict(list)
+    by_id = {t.id: t for t in transfers}
+    for transfer in transfers:
+        by_line[transfer.metadata.get("settlement_line_reference", "")].append(transfer)
+    accounted: set[str] = set()
+    for line in lines:
+        if line.direction != Direction.PAY_OUT and not line.stripe_object_id.startswith("tr_"):
+            continue
+        own = list(by_line.get(str(line.reference), []))
+        if line.stripe_object_id in by_id and by_id[line.stripe_object_id] not in own:
+            own.append(by_id[line.stripe_object_id])
+        accounted.update(t.id for t in own)
+        live = [t for t in own if not t.reversed]
+        expected_amount = to_minor_units(line.net_amount, line.currency)
+        destination = (line.partner or line.charity).stripe_account_id
+        if line.status == LineStatus.PAID:
+            if not live:
+                differences.append(
+                    _difference(
+                        "missing",
+                        f"Line {line.pk} is paid but Stripe holds no live transfer for it",
+                        line=line,
+                        stripe_id=line.stripe_object_id,
+                        expected=f"{expected_amount} {line.currency}",
+                        actual="none",
+                    )
+                )
+                continue
+        elif live:
+            differences.append(
+                _difference(
+                    "status_mismatch",
+                    f"Line {line.pk} is {line.status} but Stripe transferred money for it",
+                    line=line,
+                    stripe_id=live[0].id,
+                    expected=line.status,
+                    actual="paid",
+                )
+            )
+        for extra in live[1:]:
+            differences.append(
+                _difference(
+                    "duplicate",
+                    f"Line {line.pk} was paid more than once",
+                    line=line,
+                    stripe_id=extra.id,
+                    expected="one transfer",
+                    actual=f"{len(live)} transfers",
+                )
+            )
+        for transfer in live[:1]:
+            if transfer.net_amount != expected_amount or transfer.currency != line.currency:
+                differences.append(
+                    _difference(
+                        "amount_mismatch",
+                        f"Line {line.pk}: Stripe's transfer is for another amount",
+                        line=line,
+                        stripe_id=transfer.id,
+                        expected=f"{expected_amount} {line.currency}",
+                        actual=f"{transfer.net_amount} {transfer.currency}",
+                    )
+                )
+            if transfer.destination != destination:
+                differences.append(
+                    _difference(
+                        "destination_mismatch",
+                        f"Line {line.pk}: the transfer went to another account",
+                        line=line,
+                        stripe_id=transfer.id,
+                        expected=destination or "(no account on file)",
+                        actual=transfer.destination,
+                    )
+                )
+    for transfer in transfers:
+        if transfer.id not in accounted and not transfer.reversed:
+            differences.append(
+                _difference(
+                    "extra",
+                    "A transfer in the run's transfer group that no line accounts for",
+                    stripe_id=transfer.id,
+                    expected="none",
+                    actual=f"{transfer.net_amount} {transfer.currency} to {transfer.destination}",
+                )
+            )
+    return differences, len(transfers)
+
+
+def _check_payments(run: SettlementRun, lines: list[SettlementLine]) -> tuple[list, int]:
+    differences: list[dict] = []
+    seen: dict[str, gateway.PaymentInfo] = {}
+    collections = [line for line in lines if line.direction == Direction.COLLECT]
+    for line in collections:
+        expected_amount = to_minor_units(-line.net_amount, line.currency)
+        payment = None
+        if line.stripe_object_id:
+            payment = gateway.payment_intent_retrieve(line.stripe_object_id)
+            seen[payment.id] = payment
+        if line.status == LineStatus.PAID:
+            if payment is None or not payment.succeeded:
+                differences.append(
+                    _difference(
+                        "missing",
+                        f"Line {line.pk} is collected but Stripe holds no succeeded payment",
+                        line=line,
+                        stripe_id=line.stripe_object_id,
+                        expected=f"{expected_amount} {line.currency}",
+                        actual=payment.status if payment else "none",
+                    )
+                )
+                continue
+        elif payment is not None and payment.succeeded:
+            differences.append(
+                _difference(
+                    "status_mismatch",
+                    f"Line {line.pk} is {line.status} but Stripe collected its payment",
+                    line=line,
+                    stripe_id=payment.id,
+                    expected=line.status,
+                    actual=payment.status,
+                )
+            )
+        if payment is None:
+            continue
+        if payment.amount != expected_amount or payment.currency != line.currency:
+            differences.append(
+                _difference(
+                    "amount_mismatch",
+                    f"Line {line.pk}: Stripe's payment is for another amount",
+                    line=line,
+                    stripe_id=payment.id,
+                    expected=f"{expected_amount} {line.currency}",
+                    actual=f"{payment.amount} {payment.currency}",
+                )
+            )
+        if payment.customer != line.partner.stripe_customer_id:
+            differences.append(
+                _difference(
+                    "destination_mismatch",
+                    f"Line {line.pk}: the payment came from another customer",
+                    line=line,
+                    stripe_id=payment.id,
+                    expected=line.partner.stripe_customer_id,
+                    actual=payment.customer,
+                )
+            )
+    # Other succeeded payments that name this run: charged twice, or by hand.
+    current = {line.stripe_object_id for line in collections}
+    customers = sorted({line.partner.stripe_customer_id for line in collections} - {""})
+    for customer in customers:
+        try:
+            payments = gateway.payment_intents_of_customer(customer)
+        except gateway.PermanentError as exc:
+            logger.warning("cannot list the payments of %s: %s", customer, exc)
+            continue
+        for payment in payments:
+            seen.setdefault(payment.id, payment)
+            names_run = payment.metadata.get("settlement_run_reference") == str(run.reference)
+            if names_run and payment.succeeded and payment.id not in current:
+                differences.append(
+                    _difference(
+                        "duplicate" if payment.metadata.get("settlement_line") else "extra",
+                        "A succeeded payment naming this run that no line accounts for",
+                        stripe_id=payment.id,
+                        expected="none",
+                        actual=f"{payment.amount} {payment.currency} from {payment.customer}",
+                    )
+                )
+    return differences, len(seen)
+
+
+def _reached_stripe(line: SettlementLine) -> bool:
+    """Could Stripe hold anything for this line?"""
+    if line.stripe_object_id:
+        return True
+    if line.direction == Direction.PAY_OUT:
+        return bool((line.partner or line.charity).stripe_account_id)
+    if line.direction == Direction.COLLECT:
+        return bool(line.partner.stripe_customer_id)
+    return False
+
+
+def run_reconcile(*, run: SettlementRun) -> Reconciliation:
+    """Compare every line of the run with what Stripe holds, and store the result."""
+    lines = list(run.lines.select_related("partner", "charity").order_by("id"))
+    if any(_reached_stripe(line) for line in lines):
+        transfer_differences, transfers = _check_transfers(run, lines)
+        payment_differences, payments = _check_payments(run, lines)
+        differences = transfer_differences + payment_differences
+    else:  # nothing of this run was ever sent to Stripe: there is nothing to ask it
+        differences, transfers, payments = [], 0, 0
+    return Reconciliation.objects.create(
+        run=run,
+        clean=not differences,
+        checked_lines=len(lines),
+        stripe_objects=transfers + payments,
+        differences=differences,
+    )
