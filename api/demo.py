@@ -118,7 +118,17 @@ class SeedReport:
 
 
 def seed(*, stdout=None, members: int = MEMBERS, days: int = DAYS) -> SeedReport:
-    """Create the demo coalition unless it exists; returns what was created."""
+    """Create the demo coalition unless it exists; returns what was created.
+
+    Mail is not sent while seeding: 500 members' receipts and tier changes are not news.
+    """
+    from django.test.utils import override_settings
+
+    with override_settings(EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend"):
+        return _seed(stdout=stdout, members=members, days=days)
+
+
+def _seed(*, stdout, members: int, days: int) -> SeedReport:
     report = SeedReport()
     users = _users(report)
     if Partner.objects.filter(code=BRANDS[0].code).exists():

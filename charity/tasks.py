@@ -21,6 +21,8 @@ def email_receipt(donation_id: int) -> bool:
     """Send the member the receipt of a donation they made (by id; a missing one is ignored)."""
     from django.core.mail import send_mail
 
+    from coalition.money import round_money
+
     from .models import Donation
 
     donation = Donation.objects.select_related("member", "charity").filter(pk=donation_id).first()
@@ -30,8 +32,9 @@ def email_receipt(donation_id: int) -> bool:
         subject=f"Your donation receipt {donation.receipt_number}",
         message=(
             f"Hello {donation.member.display_name},\n\n"
-            f"thank you for giving {donation.points} points ({donation.value} "
-            f"{donation.currency}) to {donation.charity.name} "
+            f"thank you for giving {donation.points} points "
+            f"({round_money(donation.value, donation.currency)} {donation.currency}) "
+            f"to {donation.charity.name} "
             f"(registration {donation.charity.registration_number}).\n"
             f"Receipt number: {donation.receipt_number}\n"
             f"Your receipt: /charity/receipts/{donation.receipt_number}/"
