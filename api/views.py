@@ -15,10 +15,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import uuid
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -27,6 +29,7 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import csrf_exempt
 from graphene_django.views import GraphQLView
 from graphql import (
+    DocumentNode,
     FragmentDefinitionNode,
     GraphQLError,
     NoSchemaIntrospectionCustomRule,
@@ -76,11 +79,19 @@ def _text_problem(value: str) -> str | None:
 def _unusable_text(document, variables) -> str | None:
     """Text no database or client can hold (NUL, lone surrogates), in the document's string
     literals or in the variables: refused before anything runs (issue 9, hostile input)."""
-    stack: list = [variables] if variables else []
+    return _unusable_literal(document) or _unusable_variable(variables)
+
+
+def _unusable_literal(document) -> str | None:
     for node in _string_literals(document):
         problem = _text_problem(node)
         if problem:
             return problem
+    return None
+
+
+def _unusable_variable(variables) -> str | None:
+    stack: list = [variables] if variables else []
     while stack:
         value = stack.pop()
         if isinstance(value, str):
@@ -107,6 +118,47 @@ def _string_literals(document):
 
     visit(document, Strings())
     return found
+
+
+# --------------------------------------------------------------------------- documents
+#
+# Clients send the same few operations over and over, and parsing plus validating one is
+# about 1 ms of every request (bench/api.py): the outcome is kept per query text, keyed by
+# everything it depends on (schema, token limit, introspection allowed). Only documents that
+# parse are kept; a kept AST is only read afterwards (execution does not change it). Bounded
+# in entries and in the length of a query kept; longer ones are checked every time.
+DOCUMENTS_CACHED = 256
+DOCUMENT_MAX_CACHED_LENGTH = 20_000
+
+
+@dataclass(frozen=True)
+class _CheckedDocument:
+    document: DocumentNode
+    unusable_literal: str | None
+    errors: tuple[GraphQLError, ...] | None  # validation errors; None: nested too deeply
+
+
+def _check_document(schema, query: str, max_tokens: int, introspection: bool):
+    """Parse (GraphQLError or RecursionError propagate) and validate one document."""
+    document = parse(query, max_tokens=max_tokens)
+    rules = list(specified_rules)
+    if not introspection:
+        rules.append(NoSchemaIntrospectionCustomRule)
+    try:
+        errors: tuple[GraphQLError, ...] | None = tuple(
+            validate(schema, document, rules, max_errors=20)
+        )
+    except RecursionError:
+        errors = None
+    return _CheckedDocument(document, _unusable_literal(document), errors)
+
+
+_check_document_cached = functools.lru_cache(maxsize=DOCUMENTS_CACHED)(_check_document)
+
+
+def checked_document(schema, query: str) -> _CheckedDocument:
+    check = _check_document_cached if len(query) <= DOCUMENT_MAX_CACHED_LENGTH else _check_document
+    return check(schema, query, limit("MAX_TOKENS"), introspection_enabled())
 
 
 def introspection_enabled() -> bool:
@@ -209,12 +261,13 @@ class CoalitionGraphQLView(GraphQLView):
     def _run(self, request, *, query, variables, operation_name) -> HttpResponse:
         schema = self.schema.graphql_schema
         try:
-            document = parse(query, max_tokens=limit("MAX_TOKENS"))
+            checked = checked_document(schema, query)
         except GraphQLError as error:
             return _json({"errors": [error.formatted]}, 400)
         except RecursionError:
             return _failure("The document is nested too deeply", 400, "LIMIT_EXCEEDED")
-        unusable = _unusable_text(document, variables)
+        document = checked.document
+        unusable = checked.unusable_literal or _unusable_variable(variables)
         if unusable is not None:
             return _failure(unusable, 400)
         operation = get_operation_ast(document, operation_name)
@@ -229,13 +282,9 @@ class CoalitionGraphQLView(GraphQLView):
             response = _failure(f"A {operation.operation.value} must be sent with POST", 405)
             response["Allow"] = "POST"
             return response
-        rules = list(specified_rules)
-        if not introspection_enabled():
-            rules.append(NoSchemaIntrospectionCustomRule)
-        try:
-            errors = validate(schema, document, rules, max_errors=20)
-        except RecursionError:
+        if checked.errors is None:
             return _failure("The document is nested too deeply", 400, "LIMIT_EXCEEDED")
+        errors = list(checked.errors)
         if not errors:
             errors = document_limits_check(schema, document, operation, variables)
         if errors:

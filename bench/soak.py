@@ -1,7 +1,7 @@
 """Soak: the API under steady load for a long time (issue 9).
 
     .venv/bin/python -m bench.soak [--minutes 10] [--rate R] [--probe-seconds 20]
-        [--workers W] [--database coalition_soak] [--purchase-share 0.5]
+        [--workers W] [--database coalition_soak] [--purchase-share 0.8]
 
 What it does
 1. Prepares its own PostgreSQL database on 127.0.0.1:5432 (default `coalition_soak`; the
@@ -12,9 +12,10 @@ What it does
    nothing is sent to a shared broker), W sync workers (default 2 × CPUs + 1).
 3. Unless --rate is given, finds the maximum sustainable rate of the mix: closed-loop
    clients for --probe-seconds, the rate they reach without errors. The soak runs at half.
-4. Runs the API benchmark's mix open-loop at that rate for --minutes: `recordPurchase`
-   (partner key, a new idempotency key each) and the member's `me` history query (balance
-   and the last 20 transactions), --purchase-share of them purchases. Latency is measured
+4. Runs the API benchmark's mix (bench/api.py: 80 % purchases, 20 % history) open-loop at
+   that rate for --minutes: `recordPurchase` (partner key, a new idempotency key each) and
+   the member's `me` history query (balance and the last 20 transactions), --purchase-share
+   of them purchases. Latency is measured
    from when each request was due, so a server that falls behind shows it.
 5. Prints, per minute, requests, errors, p50/p99/max latency; at the start and the end the
    RSS of every process (gunicorn master and workers, the PostgreSQL backends serving the
@@ -341,7 +342,7 @@ def main() -> int:
     parser.add_argument("--probe-clients", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
     parser.add_argument("--members", type=int, default=50)
-    parser.add_argument("--purchase-share", type=float, default=0.5)
+    parser.add_argument("--purchase-share", type=float, default=0.8)  # bench/api.py's mix
     parser.add_argument("--database", default="coalition_soak")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()

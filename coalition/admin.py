@@ -22,6 +22,7 @@ from .models import (
     Tier,
     TierChange,
 )
+from .privacy_admin import erase_personal_data, export_personal_data
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -93,7 +94,8 @@ class MemberAdmin(admin.ModelAdmin):
         "created_at",
     ]
     inlines = [TransactionInline]
-    actions = ["suspend", "reactivate"]
+    # Personal data (issue 9): export and erasure, in coalition/privacy_admin.py.
+    actions = ["suspend", "reactivate", export_personal_data, erase_personal_data]
     change_form_template = "admin/coalition/member/change_form.html"
 
     def has_add_permission(self, request):

@@ -46,3 +46,23 @@ def notify_tier_change(tier_change_id: int) -> None:
         from_email=None,
         recipient_list=[change.member.email],
     )
+
+
+# --------------------------------------------------------------------------- outbox (issue 9)
+
+
+@shared_task(name="coalition.tasks.relay_outbox", ignore_result=True)
+def relay_outbox() -> int:
+    """Every few seconds, and nudged after each commit that recorded follow-up work:
+    dispatch the outbox (coalition/outbox.py). Returns how many rows were dispatched."""
+    from .outbox import outbox_relay
+
+    return outbox_relay()
+
+
+@shared_task(name="coalition.tasks.purge_outbox")
+def purge_outbox() -> int:
+    """Daily: forget outbox rows dispatched more than a week ago."""
+    from .outbox import outbox_purge
+
+    return outbox_purge()

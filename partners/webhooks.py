@@ -5,12 +5,17 @@ of the ledger write it reports (purchase_record, points_redeem, redemption_captu
 partner_transaction_reverse), so an event exists if and only if the write committed. Events
 that happen inside the programme itself (a hold expiring, a tier changing) are found after
 the fact by `domain_events_sweep` (every minute), each recorded once (`dedup_key`). Only
-partners with an active endpoint get events. Each event takes the partner's next sequence
-number from its `WebhookSequence` row, locked FOR UPDATE as the last statement before the
-commit, so numbers have no gaps and follow commit order; the lock is per partner and held only
-for the commit itself.
+partners with an active endpoint get events. Recording only inserts rows (the event and a
+`partners.webhook_event` outbox row, coalition/outbox.py): no partner-wide row is locked in
+the write path, so tills earning at one partner never queue on each other (issue 9).
 
-Delivery. After the commit a Celery task POSTs the event to each active endpoint:
+Numbering. After the commit, the outbox relay — one at a time, in outbox id order — gives
+each event the partner's next sequence number (`WebhookSequence`, locked by the relay only)
+and sends the delivery task. Numbers have no gaps and follow the order the relay saw the
+commits in. A broker outage delays events, never loses them: the outbox row waits.
+
+Delivery. A Celery task POSTs the event to each active endpoint, once per endpoint even when
+the task runs twice (the event row is locked while it is delivered):
 
     POST <url>
     Content-Type: application/json
@@ -57,6 +62,7 @@ from django.utils import timezone
 
 from coalition import services as ledger
 from coalition.errors import InvalidInput
+from coalition.outbox import outbox_enqueue
 
 from .models import (
     Partner,
@@ -73,6 +79,7 @@ SIGNATURE_HEADER = "Coalition-Signature"
 MAX_ENDPOINTS_PER_PARTNER = 10
 FIRST_RETRY = timedelta(minutes=1)
 LONGEST_RETRY = timedelta(hours=6)
+OUTBOX_TOPIC = "partners.webhook_event"
 
 
 class EventType(StrEnum):
@@ -199,12 +206,11 @@ def event_record(
     payload: dict | Callable[[], dict],
     dedup_key: str | None = None,
 ) -> WebhookEvent | None:
-    """Record an event for the partner in the caller's database transaction and deliver it
-    once that commits. Nothing is recorded (and `payload`, when a callable, is not even
-    built) for a partner without an active endpoint.
+    """Record an event for the partner in the caller's database transaction; the outbox
+    relay numbers and delivers it once that commits. Nothing is recorded (and `payload`,
+    when a callable, is not even built) for a partner without an active endpoint.
 
-    Call it as the last step of the write it reports: it locks the partner's sequence row
-    until the commit.
+    Two inserts, no lock: it may run anywhere in the write.
     """
     if partner is None:
         return None
@@ -212,27 +218,35 @@ def event_record(
         raise RuntimeError("event_record must run inside the transaction of the write")
     if not endpoints_of(partner=partner).exists():
         return None
-    sequence = WebhookSequence.objects.select_for_update().filter(partner=partner).first()
-    if sequence is None:
-        WebhookSequence.objects.get_or_create(partner=partner)
-        sequence = WebhookSequence.objects.select_for_update().get(partner=partner)
-    sequence.last += 1
-    sequence.save(update_fields=["last"])
     event = WebhookEvent.objects.create(
         partner=partner,
-        sequence=sequence.last,
+        sequence=None,
         type=str(type),
         payload=payload() if callable(payload) else payload,
         dedup_key=dedup_key,
     )
-    transaction.on_commit(lambda: _dispatch(event.pk))
+    outbox_enqueue(OUTBOX_TOPIC, {"event_id": event.pk})
     return event
 
 
-def _dispatch(event_id: int) -> None:
+def outbox_event_dispatch(payload: dict) -> None:
+    """The outbox handler of `partners.webhook_event` rows (run by the relay, in outbox id
+    order, after the write committed): give the event the partner's next sequence number
+    and send its delivery task. Run again after a relay crash, it keeps the number."""
     from .tasks import deliver_webhook_event
 
-    deliver_webhook_event.delay(event_id)
+    event = WebhookEvent.objects.filter(pk=payload["event_id"]).first()
+    if event is None:
+        return
+    if event.sequence is None:
+        counter = WebhookSequence.objects.select_for_update().filter(partner_id=event.partner_id)
+        if not counter.exists():
+            WebhookSequence.objects.get_or_create(partner_id=event.partner_id)
+        counter = counter.get()
+        counter.last += 1
+        counter.save(update_fields=["last"])
+        WebhookEvent.objects.filter(pk=event.pk).update(sequence=counter.last)
+    deliver_webhook_event.apply_async((event.pk,), retry=False)
 
 
 def transaction_payload(txn) -> dict:
@@ -440,31 +454,45 @@ def delivery_attempt(*, event: WebhookEvent, endpoint: WebhookEndpoint) -> Webho
             next_attempt_at = due
         logger.info("webhook evt_%s to endpoint %s failed: %s", event.pk, endpoint.pk, error)
     try:
-        return WebhookDelivery.objects.create(
-            event=event,
-            endpoint=endpoint,
-            attempt=attempt,
-            status_code=status,
-            error=error,
-            attempted_at=now,
-            delivered_at=now if delivered else None,
-            next_attempt_at=next_attempt_at,
-        )
+        with transaction.atomic():
+            return WebhookDelivery.objects.create(
+                event=event,
+                endpoint=endpoint,
+                attempt=attempt,
+                status_code=status,
+                error=error,
+                attempted_at=now,
+                delivered_at=now if delivered else None,
+                next_attempt_at=next_attempt_at,
+            )
     except IntegrityError:
         # Two workers attempted the same delivery at once; the other one's row stands.
         return WebhookDelivery.objects.get(event=event, endpoint=endpoint, attempt=attempt)
 
 
 def event_deliver(*, event_id: int) -> list[WebhookDelivery]:
-    """First attempt of an event at each of the partner's active endpoints."""
+    """First attempt of an event at each of the partner's active endpoints — once per
+    endpoint, however many times the task runs (at-least-once outbox dispatch)."""
     event = WebhookEvent.objects.filter(pk=event_id).first()
     if event is None:
         return []
+    if event.sequence is None:
+        # The relay that sent this task has not committed yet: wait for it on the partner's
+        # counter (taken before the event row, in the relay's order: no deadlock).
+        with transaction.atomic():
+            list(WebhookSequence.objects.select_for_update().filter(partner_id=event.partner_id))
+        event.refresh_from_db(fields=["sequence"])
+        if event.sequence is None:
+            return []  # the relay rolled back; it sends the event again
     deliveries = []
-    for endpoint in endpoints_of(partner=event.partner).order_by("pk"):
-        if WebhookDelivery.objects.filter(event=event, endpoint=endpoint).exists():
-            continue  # already attempted (the task ran twice)
-        deliveries.append(delivery_attempt(event=event, endpoint=endpoint))
+    with transaction.atomic():
+        # Locked while it is delivered: a second run of the task waits, then finds the
+        # attempts made and posts nothing.
+        event = WebhookEvent.objects.select_for_update().get(pk=event_id)
+        for endpoint in endpoints_of(partner=event.partner).order_by("pk"):
+            if WebhookDelivery.objects.filter(event=event, endpoint=endpoint).exists():
+                continue  # already attempted (the task ran twice)
+            deliveries.append(delivery_attempt(event=event, endpoint=endpoint))
     return deliveries
 
 
@@ -495,6 +523,8 @@ def deliveries_retry_due(*, now: datetime | None = None, limit: int = 500) -> in
 def event_redeliver(*, event: WebhookEvent) -> list[WebhookDelivery]:
     """Staff asked for it (admin): one more attempt now at every active endpoint, whatever
     happened before. Pending automatic retries are replaced by this attempt's outcome."""
+    if event.sequence is None:
+        return []  # not dispatched by the outbox relay yet: its first delivery is pending
     WebhookDelivery.objects.filter(event=event, next_attempt_at__isnull=False).update(
         next_attempt_at=None
     )

@@ -226,6 +226,9 @@ CELERY_BEAT_SCHEDULE["sweep-webhook-domain-events"] = {
 OUTBOX_HANDLERS = {
     "partners.webhook_event": "partners.webhooks.outbox_event_dispatch",
 }
+# Tests that run real workers on a shared Redis give each its own queue (what it consumes
+# and where it publishes), so no stray task reaches another worker.
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
 # Publishing gives up fast when the broker is down (instead of ~6 s of retries inside a
 # request): follow-up work is in the outbox, and the relay sends it once the broker is back.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -271,3 +274,11 @@ COALITION_PRIVACY = {
     "ERASE_HOOKS": ["partners.privacy.member_identities_erase"],
     "EXPORT_SECTIONS": {},
 }
+
+# Read replica, opt-in (config/db_router.py): only with REPLICA_DATABASE_URL, and only reads
+# wrapped in `replica_reads()`; tests run without it (the test runner mirrors it to default).
+if env.str("REPLICA_DATABASE_URL", default=""):
+    DATABASES["replica"] = env.db("REPLICA_DATABASE_URL")
+    DATABASES["replica"]["CONN_MAX_AGE"] = DATABASES["default"]["CONN_MAX_AGE"]
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+    DATABASE_ROUTERS = ["config.db_router.ReplicaRouter"]
