@@ -76,10 +76,16 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
     try:
         print("==> starting the Stripe emulator", flush=True)
+        log_dir = ROOT / "var"
+        log_dir.mkdir(exist_ok=True)
+        emulator_log = open(log_dir / "stripe-emulator.log", "ab")  # noqa: SIM115
+        print(f"    its requests are logged to {log_dir / 'stripe-emulator.log'}", flush=True)
         emulator = subprocess.Popen(
             [python, "manage.py", "stripe_emulator", "--port", str(args.stripe_port)],
             cwd=ROOT,
             env=env,
+            stdout=emulator_log,
+            stderr=emulator_log,
         )
         children.append(emulator)
         if not _wait_for_port(args.stripe_port, 30, emulator):
