@@ -62,6 +62,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.common import members_bulk_create
 from bench.ledger import _db_config, ensure_database, setup_django
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/coalition_bench_api"
@@ -99,13 +100,9 @@ class Fixture:
 
 
 def prepare(members: int, token_members: int, log) -> Fixture:
-    from django.conf import settings
-    from django.db import transaction
-    from django.utils import timezone
 
     from api.core.auth import member_token_issue
-    from coalition.models import Account, Member
-    from coalition.services import luhn_check_digit, programme_get
+    from coalition.services import programme_get
     from partners.models import Partner
     from partners.services.accounts import api_key_create, partner_create
 
@@ -123,30 +120,8 @@ def prepare(members: int, token_members: int, log) -> Fixture:
     else:
         _, raw_key = api_key_create(partner=partner, name="bench")
     run = secrets.token_hex(4)
-    prefix = settings.COALITION["MEMBER_NUMBER_PREFIX"]
-    now = timezone.now()
     started = time.perf_counter()
-    with transaction.atomic():
-        first = (Member.objects.order_by("-id").values_list("id", flat=True).first() or 0) + 1
-        rows = []
-        for n in range(first, first + members):
-            body = f"{prefix}8{n:010d}"[-15:]
-            rows.append(
-                Member(
-                    member_number=body + luhn_check_digit(body),
-                    email=f"bench-api-{run}-{n}@bench.invalid",
-                    display_name=f"Bench API member {n}",
-                    created_at=now,
-                )
-            )
-        created = Member.objects.bulk_create(rows, batch_size=5000)
-        Account.objects.bulk_create(
-            [
-                Account(kind=Account.Kind.MEMBER_WALLET, member=m, last_activity_at=now)
-                for m in created
-            ],
-            batch_size=5000,
-        )
+    created = members_bulk_create(members, label="api", digit="8")
     tokens = [member_token_issue(m)[0] for m in created[:token_members]]
     log(
         f"  {members} members and wallets, {len(tokens)} member tokens in "

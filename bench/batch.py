@@ -48,6 +48,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+from bench.common import members_bulk_create
+
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/coalition_bench_batch"
 GOAL = 10_000
 PARTNER_CODE = "BENCH-FILE"
@@ -113,43 +115,16 @@ def setup_django(url: str) -> None:
 
 def prepare(members: int, log) -> tuple[object, list[tuple[int, str]]]:
     """The partner and `members` new members with wallets: [(member id, number)]."""
-    from django.conf import settings
-    from django.db import transaction
-    from django.utils import timezone
 
-    from coalition.models import Account, Member
-    from coalition.services import luhn_check_digit, programme_get
+    from coalition.services import programme_get
     from partners.models import Partner
 
     programme_get()
     partner, _ = Partner.objects.get_or_create(
         code=PARTNER_CODE, defaults={"name": "Bench file partner", "currency": "USD"}
     )
-    prefix = settings.COALITION["MEMBER_NUMBER_PREFIX"]
-    run = secrets.token_hex(4)
-    now = timezone.now()
     started = time.perf_counter()
-    with transaction.atomic():
-        first = (Member.objects.order_by("-id").values_list("id", flat=True).first() or 0) + 1
-        rows = []
-        for n in range(first, first + members):
-            body = f"{prefix}8{n:010d}"[-15:]
-            rows.append(
-                Member(
-                    member_number=body + luhn_check_digit(body),
-                    email=f"bench-batch-{run}-{n}@bench.invalid",
-                    display_name=f"Bench member {n}",
-                    created_at=now,
-                )
-            )
-        created = Member.objects.bulk_create(rows, batch_size=5000)
-        Account.objects.bulk_create(
-            [
-                Account(kind=Account.Kind.MEMBER_WALLET, member=m, last_activity_at=now)
-                for m in created
-            ],
-            batch_size=5000,
-        )
+    created = members_bulk_create(members, label="batch", digit="8")
     log(f"  {members} members and wallets in {time.perf_counter() - started:.2f} s")
     # Statistics as a database in service has them (autovacuum). On a fresh, fast-growing
     # table stale statistics make the planner scan every key of the caller (measured 25×

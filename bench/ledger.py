@@ -67,6 +67,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from bench.common import members_bulk_create
+
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/coalition_bench"
 GOAL = 0.35
 EARN_POINTS = 100
@@ -176,15 +178,10 @@ def set_tiers(enabled: bool) -> int:
 
 
 def prepare(url: str, members: int, log: Callable[[str], None]) -> Fixture:
-    from django.conf import settings
-    from django.db import transaction
-    from django.utils import timezone
 
-    from coalition.models import Account, Member
-    from coalition.services import luhn_check_digit, points_earn, programme_get
+    from coalition.services import points_earn, programme_get
     from partners.models import Partner
 
-    prefix = settings.COALITION["MEMBER_NUMBER_PREFIX"]
     programme_get()  # created with its defaults if missing
     earn_partner, _ = Partner.objects.get_or_create(
         code=EARN_PARTNER, defaults={"name": "Bench earning partner", "currency": "USD"}
@@ -193,29 +190,8 @@ def prepare(url: str, members: int, log: Callable[[str], None]) -> Fixture:
         code=BURN_PARTNER, defaults={"name": "Bench redeeming partner", "currency": "USD"}
     )
     run = secrets.token_hex(4)
-    now = timezone.now()
     started = time.perf_counter()
-    with transaction.atomic():
-        first = (Member.objects.order_by("-id").values_list("id", flat=True).first() or 0) + 1
-        rows = []
-        for n in range(first, first + members):
-            body = f"{prefix}9{n:010d}"[-15:]
-            rows.append(
-                Member(
-                    member_number=body + luhn_check_digit(body),
-                    email=f"bench-{run}-{n}@bench.invalid",
-                    display_name=f"Bench member {n}",
-                    created_at=now,
-                )
-            )
-        created = Member.objects.bulk_create(rows, batch_size=5000)
-        Account.objects.bulk_create(
-            [
-                Account(kind=Account.Kind.MEMBER_WALLET, member=m, last_activity_at=now)
-                for m in created
-            ],
-            batch_size=5000,
-        )
+    created = members_bulk_create(members, label="ledger", digit="9")
     log(f"  {members} members and wallets in {time.perf_counter() - started:.2f} s")
 
     started = time.perf_counter()

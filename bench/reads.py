@@ -1,0 +1,89 @@
+"""Read latency of the two hottest member reads, on PostgreSQL, with plain psycopg2.
+
+    .venv/bin/python -m bench.reads [--url postgres://postgres@127.0.0.1:5432/coalition_bench_volume]
+                                    [--members 2000] [--seed 1]
+
+Picks N random members that have a wallet and, for each (one connection, autocommit, each
+query sent once per member, in random order), times:
+
+  balance  SELECT balance, held FROM coalition_account
+           WHERE member_id = %s AND kind = 'member_wallet'
+  history  the first page of the member's history: SELECT … FROM coalition_transaction
+           WHERE member_id = %s ORDER BY created_at DESC, id DESC LIMIT 20
+           (the txn_member_history index)
+
+and prints p50 / p99 / max in milliseconds, client-side (query sent to rows fetched). It
+reads only; run it on a generate_volume database. It asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/coalition_bench_volume"
+
+BALANCE = (
+    "SELECT balance, held FROM coalition_account WHERE member_id = %s AND kind = 'member_wallet'"
+)
+HISTORY = (
+    "SELECT id, kind, member_points, partner_id, charity_id, reference, created_at "
+    "FROM coalition_transaction WHERE member_id = %s "
+    "ORDER BY created_at DESC, id DESC LIMIT 20"
+)
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def main(argv: list[str] | None = None) -> None:
+    import psycopg2
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--members", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    conn = psycopg2.connect(args.url)
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute("SELECT min(member_id), max(member_id) FROM coalition_account")
+    low, high = cur.fetchone()
+    rng = random.Random(args.seed)
+    members: set[int] = set()
+    while len(members) < args.members:
+        members.update(rng.randint(low, high) for _ in range(args.members))
+    cur.execute(
+        "SELECT member_id FROM coalition_account WHERE kind = 'member_wallet' "
+        "AND member_id = ANY(%s)",
+        [list(members)],
+    )
+    picked = [row[0] for row in cur.fetchall()][: args.members]
+    rng.shuffle(picked)
+
+    timings: dict[str, list[float]] = {"balance": [], "history": []}
+    for member_id in picked:
+        for name, sql in (("balance", BALANCE), ("history", HISTORY)):
+            started = time.perf_counter()
+            cur.execute(sql, [member_id])
+            cur.fetchall()
+            timings[name].append((time.perf_counter() - started) * 1000)
+
+    cur.execute("SELECT count(*) FROM coalition_transaction")
+    (transactions,) = cur.fetchone()
+    print(f"bench.reads: {len(picked)} random members, {transactions:,} transactions in the db")
+    for name, values in timings.items():
+        print(
+            f"  {name:8s} p50 {statistics.median(values):6.3f} ms  "
+            f"p99 {_pct(values, 0.99):6.3f} ms  max {max(values):6.3f} ms"
+        )
+    conn.close()
+
+
+if __name__ == "__main__":
+    main()
