@@ -146,10 +146,10 @@ def points_earn(
 # --------------------------------------------------------------------------- spending
 
 
-def _burn_rules(member: Member, points: int, now: datetime) -> None:
+def _burn_rules(member: Member, points: int, now: datetime, *, apply_minimum: bool = True) -> None:
     """Programme guards against abuse: a minimum redemption and a daily burn limit."""
     programme = programme_get()
-    if points < programme.min_redemption_points:
+    if apply_minimum and points < programme.min_redemption_points:
         raise InvalidInput(
             f"At least {programme.min_redemption_points} points must be redeemed", field="points"
         )
@@ -188,9 +188,14 @@ def points_burn(
     reference: str = "",
     metadata: dict | None = None,
     request_hash: str | None = None,
+    apply_minimum: bool = True,
     now: datetime | None = None,
 ) -> LedgerTransaction:
-    """Redeem points at a partner's till, spending the earliest-expiring lots first."""
+    """Redeem points at a partner's till, spending the earliest-expiring lots first.
+
+    `apply_minimum=False` waives the programme's minimum redemption, for catalogue rewards
+    whose price the partner set.
+    """
     if idempotency_key is not None:
         validate_idempotency_key(idempotency_key)
     points = validate_points(points)
@@ -208,25 +213,20 @@ def points_burn(
     now = now or timezone.now()
     redeemed = system_account_id(Account.Kind.PARTNER_REDEEMED, partner_id=partner.pk)
 
-    wallet = _lock_wallet(member, touch=now)
-    _burn_rules(member, points, now)
-    _release_due_holds(wallet, now)
-    _require_spendable(wallet, points)
-    lots = _consume_lots(wallet, points)
-    txn = _post(
+    return _spend(
         kind=Kind.BURN,
-        legs=[Leg(wallet.pk, -points), Leg(redeemed, points)],
+        member=member,
+        points=points,
+        counter_account=redeemed,
         caller=caller,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
-        created_at=now,
-        member_id=member.pk,
-        wallet=wallet,
+        now=now,
         partner=partner,
         reference=reference,
-        metadata={**(metadata or {}), "lots": lots},
+        metadata=metadata,
+        rules=lambda: _burn_rules(member, points, now, apply_minimum=apply_minimum),
     )
-    return txn
 
 
 @ledger_write
@@ -239,7 +239,6 @@ def points_donate(
     points: int,
     metadata: dict | None = None,
     request_hash: str | None = None,
-    allow_held: bool = False,
     now: datetime | None = None,
 ) -> LedgerTransaction:
     """Give a member's points to a charity's account (earliest-expiring lots first)."""
@@ -258,20 +257,56 @@ def points_donate(
     now = now or timezone.now()
     received = system_account_id(Account.Kind.CHARITY_RECEIVED, charity_id=charity.pk)
 
+    return _spend(
+        kind=Kind.DONATE,
+        member=member,
+        points=points,
+        counter_account=received,
+        caller=caller,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        now=now,
+        charity=charity,
+        metadata=metadata,
+    )
+
+
+def _spend(
+    *,
+    kind: str,
+    member: Member,
+    points: int,
+    counter_account: int,
+    caller: str,
+    idempotency_key: str | None,
+    request_hash: str,
+    now: datetime,
+    partner: Any = None,
+    charity: Any = None,
+    reference: str = "",
+    metadata: dict | None = None,
+    rules: Any = None,
+) -> LedgerTransaction:
+    """Take points out of a member's wallet into another account: lock the wallet (noting
+    the activity), apply the caller's rules under the lock, release lapsed holds, check
+    what is spendable, consume the earliest-expiring lots and post."""
     wallet = _lock_wallet(member, touch=now)
+    if rules is not None:
+        rules()
     _release_due_holds(wallet, now)
     _require_spendable(wallet, points)
     lots = _consume_lots(wallet, points)
-    txn = _post(
-        kind=Kind.DONATE,
-        legs=[Leg(wallet.pk, -points), Leg(received, points)],
+    return _post(
+        kind=kind,
+        legs=[Leg(wallet.pk, -points), Leg(counter_account, points)],
         caller=caller,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         created_at=now,
         member_id=member.pk,
         wallet=wallet,
+        partner=partner,
         charity=charity,
+        reference=reference,
         metadata={**(metadata or {}), "lots": lots},
     )
-    return txn

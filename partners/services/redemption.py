@@ -202,6 +202,7 @@ def reward_redeem(
         reference=f"reward:{reward.pk}",
         metadata={"reward": reward.pk, "rewardName": reward.name},
         request_hash=request_hash,
+        apply_minimum=False,  # the partner priced the reward; the minimum is for tills
         now=now,
     )
     return RewardRedemption.objects.create(reward=reward, member=member, transaction=txn)

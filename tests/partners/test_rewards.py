@@ -139,3 +139,25 @@ def test_catalogue_lists_only_what_can_be_redeemed_now(brand, other_partner):
 
     # Then the catalogue shows what a member can take, cheapest first
     assert list(partner_selectors.rewards_available()) == [cheap, on_offer]
+
+
+def test_a_reward_cheaper_than_the_minimum_redemption_can_still_be_redeemed(
+    programme, member, partner
+):
+    # Given a programme whose tills must redeem at least 100 points, and a 50-point reward
+    from partners.models import Reward
+    from partners.services import reward_redeem
+    from tests import factories as f
+
+    programme.min_redemption_points = 100
+    programme.save()
+    f.earn(member, partner, 80)
+    reward = Reward.objects.create(partner=partner, name="Sticker", points_cost=50, stock=3)
+
+    # When the member redeems it
+    redemption = reward_redeem(member=member, reward_id=reward.pk, idempotency_key="r-1")
+
+    # Then the reward's own price applies, not the till minimum
+    assert redemption.transaction.member_points == -50
+    reward.refresh_from_db()
+    assert reward.stock == 2
