@@ -775,5 +775,6 @@ class PartnerIdentityAdmin(admin.ModelAdmin):
     raw_id_fields = ["member"]
     readonly_fields = ["created_at"]
 
+
 # Purchase files (issue 8): upload, progress, result — kept in its own module.
 from . import imports_admin  # noqa: E402, F401

@@ -9,6 +9,7 @@ from __future__ import annotations
 import graphene
 
 from ..coalition.types import Member, PointsTransaction, RedemptionHold
+from ..core.errors import Error, input_path
 from ..core.mutations import BaseMutation, Payload, decode_id
 from ..core.permissions import PartnerKey, Permission
 from ..core.scalars import DateTime, Decimal
@@ -401,9 +402,122 @@ class RegisterWebhookEndpoint(BaseMutation):
         return RegisterWebhookEndpointPayload(endpoint=endpoint, secret=endpoint.secret, errors=[])
 
 
+# ---------------------------------------------------------------------------- batch earning
+
+MAX_PURCHASES_PER_REQUEST = 1000
+
+
+class RecordPurchasesInput(graphene.InputObjectType):
+    purchases = graphene.List(
+        graphene.NonNull(RecordPurchaseInput),
+        required=True,
+        description="At most 1,000; each keeps its own idempotencyKey.",
+    )
+    idempotency_key = graphene.String(
+        required=True,
+        description="The batch's own key (checked like any); replays go by each purchase's key.",
+    )
+
+
+class RecordPurchasesResult(graphene.ObjectType):
+    """What became of one purchase of the batch (`index` in the input list)."""
+
+    index = graphene.Int(required=True)
+    transaction = graphene.Field(PointsTransaction, description="Null when nothing was earned.")
+    points_awarded = graphene.Int(required=True)
+    errors = graphene.List(graphene.NonNull(Error), required=True)
+
+
+class RecordPurchasesPayload(Payload):
+    results = graphene.List(graphene.NonNull(RecordPurchasesResult), required=True)
+
+    @staticmethod
+    def resolve_results(root, info):
+        return getattr(root, "results", None) or []
+
+
+class RecordPurchases(BaseMutation):
+    """Record up to 1,000 purchases at once (earn scope). A purchase that is refused writes
+    nothing and does not stop the others; its reason is in its result's `errors`
+    (`input.purchases.<i>.<field>`). Each purchase is replayed by its own idempotency key."""
+
+    class Arguments:
+        input = RecordPurchasesInput(required=True)
+
+    class Meta:
+        output = RecordPurchasesPayload
+
+    permission = EARN
+
+    @classmethod
+    def perform(cls, info, principal, input):
+        from coalition.errors import LimitExceeded
+        from coalition.models import LedgerTransaction
+        from coalition.services.posting import validate_idempotency_key
+        from partners.services.batch import purchases_record_batch
+
+        validate_idempotency_key(input.idempotency_key)
+        if len(input.purchases) > MAX_PURCHASES_PER_REQUEST:
+            raise LimitExceeded(
+                f"At most {MAX_PURCHASES_PER_REQUEST} purchases may be recorded at once",
+                field="purchases",
+            )
+        purchases = []
+        for purchase in input.purchases:
+            line_items = None
+            if purchase.line_items is not None:
+                line_items = [
+                    {
+                        "sku": item.sku,
+                        "category": item.category,
+                        "quantity": item.quantity,
+                        "unit_price": item.unit_price,
+                    }
+                    for item in purchase.line_items
+                ]
+            purchases.append(
+                {
+                    "idempotency_key": purchase.idempotency_key,
+                    "amount": purchase.amount,
+                    "currency": purchase.currency,
+                    "reference": purchase.reference,
+                    "member_number": purchase.member_number,
+                    "store_code": purchase.store_code,
+                    "line_items": line_items,
+                    "occurred_at": purchase.occurred_at,
+                }
+            )
+        outcomes = purchases_record_batch(partner=principal.partner, purchases=purchases)
+        transactions = LedgerTransaction.objects.in_bulk(
+            [outcome.transaction_id for outcome in outcomes if outcome.transaction_id]
+        )
+        fields = cls.input_fields()
+        results = []
+        for outcome in outcomes:
+            errors = []
+            if not outcome.accepted:
+                errors.append(
+                    {
+                        "field": input_path(outcome.field, fields),
+                        "code": outcome.code,
+                        "message": outcome.message,
+                    }
+                )
+            results.append(
+                RecordPurchasesResult(
+                    index=outcome.index,
+                    transaction=transactions.get(outcome.transaction_id),
+                    points_awarded=outcome.points_awarded if outcome.accepted else 0,
+                    errors=errors,
+                )
+            )
+        return RecordPurchasesPayload(results=results, errors=[])
+
+
 class PartnerMutations(graphene.ObjectType):
     enroll_member = EnrollMember.Field()
     record_purchase = RecordPurchase.Field()
+    record_purchases = RecordPurchases.Field()
     redeem_points = RedeemPoints.Field()
     authorize_redemption = AuthorizeRedemption.Field()
     capture_redemption = CaptureRedemption.Field()

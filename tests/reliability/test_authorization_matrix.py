@@ -72,6 +72,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "Mutation.memberLogin":          row(A, A, A, A, A, A, A, A, A),
     "Mutation.enrollMember":         row(D, D, D, A, D, D, A, D, D),
     "Mutation.recordPurchase":       row(D, D, D, A, D, D, A, D, D),
+    "Mutation.recordPurchases":      row(D, D, D, A, D, D, A, D, D),
     "Mutation.redeemPoints":         row(D, D, D, D, A, D, A, D, D),
     "Mutation.authorizeRedemption":  row(D, D, D, D, A, D, A, D, D),
     "Mutation.captureRedemption":    row(D, D, D, D, A, D, H, D, D),
@@ -214,6 +215,22 @@ def requests_for(world, caller: str) -> dict[str, tuple[str, dict]]:
                 "currency": "USD",
                 "reference": "r",
                 "idempotencyKey": "p",
+            },
+        ),
+        "Mutation.recordPurchases": mutation(
+            "recordPurchases",
+            "RecordPurchasesInput",
+            {
+                "idempotencyKey": "batch",
+                "purchases": [
+                    {
+                        "memberNumber": number,
+                        "amount": "10.00",
+                        "currency": "USD",
+                        "reference": "r",
+                        "idempotencyKey": "pb",
+                    }
+                ],
             },
         ),
         "Mutation.redeemPoints": mutation(
