@@ -315,6 +315,12 @@ def _members(rng, partners, start, count, report) -> list[Person]:
             people[rng.randrange(len(people))].member if people and rng.random() < 0.12 else None
         )
         joined = start + timedelta(days=rng.randint(0, 20), hours=rng.randint(0, 10))
+        # One member in ten joined about a year ago: their first points (12-month lifetime,
+        # to the end of the month) lapse during the three months shown, so expiry — and
+        # giving instead of expiry — happen in the demo too.
+        veteran = index % 10 == 3
+        if veteran:
+            joined = start - timedelta(days=365 - rng.randint(5, 75), hours=rng.randint(0, 10))
         member = ledger.member_create(
             email=email,
             display_name=f"{first} {last}" if index else "Demo Member",
@@ -340,9 +346,27 @@ def _members(rng, partners, start, count, report) -> list[Person]:
         home = rng.sample(codes, k=rng.choice([1, 2, 2, 3, 3, 4]))
         if index == 0:
             home = ["FRESHMART", "BEANERY", "SKYWAYS"]
+        if veteran:
+            _first_purchase(rng, member, partners[home[0]], joined + timedelta(days=1))
         people.append(Person(member, home, rate=rng.uniform(0.02, 0.12)))
     report.add(len(people), "members")
     return people
+
+
+def _first_purchase(rng, member: Member, partner: Partner, at: datetime) -> None:
+    brand = next(brand for brand in BRANDS if brand.code == partner.code)
+    items, amount = _basket(rng, brand)
+    partner_services.purchase_record(
+        partner=partner,
+        idempotency_key=f"demo-first:{member.pk}",
+        member_number=member.member_number,
+        amount=amount,
+        currency="USD",
+        reference=f"{partner.code[:3]}-{rng.randint(100000, 999999)}",
+        line_items=items,
+        occurred_at=at,
+        now=at,
+    )
 
 
 def _birth_date(rng, joined: datetime):
