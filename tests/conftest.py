@@ -89,3 +89,46 @@ def staff_user(db):
     return get_user_model().objects.create_user(
         username="finance", password="x-Str0ng-pass", is_staff=True
     )
+
+
+def pytest_sessionstart(session):
+    """Drop test databases left behind by earlier runs that were killed (their process is
+    gone), so crashed runs don't pile databases up on a shared server."""
+    if not _is_postgres() or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    import psycopg2
+
+    params = settings.DATABASES["default"]
+    prefix = f"test_{params['NAME']}_"
+    try:
+        conn = psycopg2.connect(
+            dbname="postgres",
+            user=params.get("USER") or None,
+            password=params.get("PASSWORD") or None,
+            host=params.get("HOST") or None,
+            port=params.get("PORT") or None,
+        )
+    except psycopg2.Error:
+        return  # the run itself will report an unreachable server
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [prefix + "%"])
+        for (name,) in cursor.fetchall():
+            pid = name[len(prefix) :]
+            if not pid.isdigit() or _process_alive(int(pid)):
+                continue
+            try:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            except psycopg2.Error:
+                pass  # in use by another run on another machine: leave it
+    conn.close()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
