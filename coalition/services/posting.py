@@ -156,7 +156,8 @@ def _lock_wallet(member: Member, *, touch: datetime | None = None) -> Account:
     if touch is None:
         return Account.objects.select_for_update().get(member_id=member.pk)
     with connection.cursor() as cursor:
-        cursor.execute(_TOUCH_SQL, [touch, member.pk])
+        # Adapted as the ORM would (SQLite keeps datetimes as naive UTC text).
+        cursor.execute(_TOUCH_SQL, [connection.ops.adapt_datetimefield_value(touch), member.pk])
         row = cursor.fetchone()
     if row is None:
         raise Account.DoesNotExist(f"member {member.pk} has no wallet")
