@@ -23,6 +23,20 @@ class SettlementRunPayload(Payload):
     run = graphene.Field(SettlementRun)
 
 
+def _run_action(action, principal, input, **extra):
+    """Resolve the run's id, let the service act as the staff user, return the run."""
+    run_id = decode_id(input.run_id, "SettlementRun", field="runId")
+    run = action(user=principal.user, run_id=run_id, **extra)
+    return SettlementRunPayload(run=run, errors=[])
+
+
+def _line_action(action, principal, input, **extra):
+    """Resolve the line's id, let the service act as the staff user, return the line."""
+    line_id = decode_id(input.line_id, "SettlementLine", field="lineId")
+    line = action(user=principal.user, line_id=line_id, **extra)
+    return SettlementLinePayload(line=line, errors=[])
+
+
 class CreateSettlementRun(BaseMutation):
     """A draft run settling every unsettled transaction before `periodEnd`."""
 
@@ -51,9 +65,7 @@ class ApproveSettlementRun(BaseMutation):
 
     @classmethod
     def perform(cls, info, principal, input):
-        run_id = decode_id(input.run_id, "SettlementRun", field="runId")
-        run = sources.settlement_run_approve(user=principal.user, run_id=run_id)
-        return SettlementRunPayload(run=run, errors=[])
+        return _run_action(sources.settlement_run_approve, principal, input)
 
 
 class ExecuteSettlementRun(BaseMutation):
@@ -67,9 +79,7 @@ class ExecuteSettlementRun(BaseMutation):
 
     @classmethod
     def perform(cls, info, principal, input):
-        run_id = decode_id(input.run_id, "SettlementRun", field="runId")
-        run = sources.settlement_run_execute(user=principal.user, run_id=run_id)
-        return SettlementRunPayload(run=run, errors=[])
+        return _run_action(sources.settlement_run_execute, principal, input)
 
 
 class DiscardSettlementRunInput(graphene.InputObjectType):
@@ -90,11 +100,9 @@ class DiscardSettlementRun(BaseMutation):
 
     @classmethod
     def perform(cls, info, principal, input):
-        run_id = decode_id(input.run_id, "SettlementRun", field="runId")
-        run = sources.settlement_run_discard(
-            user=principal.user, run_id=run_id, reason=input.reason or ""
+        return _run_action(
+            sources.settlement_run_discard, principal, input, reason=input.reason or ""
         )
-        return SettlementRunPayload(run=run, errors=[])
 
 
 class ReconcileSettlementRun(BaseMutation):
@@ -110,9 +118,7 @@ class ReconcileSettlementRun(BaseMutation):
 
     @classmethod
     def perform(cls, info, principal, input):
-        run_id = decode_id(input.run_id, "SettlementRun", field="runId")
-        run = sources.settlement_run_reconcile(user=principal.user, run_id=run_id)
-        return SettlementRunPayload(run=run, errors=[])
+        return _run_action(sources.settlement_run_reconcile, principal, input)
 
 
 class SettlementLineActionInput(graphene.InputObjectType):
@@ -137,9 +143,7 @@ class RetrySettlementLine(BaseMutation):
 
     @classmethod
     def perform(cls, info, principal, input):
-        line_id = decode_id(input.line_id, "SettlementLine", field="lineId")
-        line = sources.settlement_line_retry(user=principal.user, line_id=line_id)
-        return SettlementLinePayload(line=line, errors=[])
+        return _line_action(sources.settlement_line_retry, principal, input)
 
 
 class CarryForwardSettlementLine(BaseMutation):
@@ -155,11 +159,9 @@ class CarryForwardSettlementLine(BaseMutation):
 
     @classmethod
     def perform(cls, info, principal, input):
-        line_id = decode_id(input.line_id, "SettlementLine", field="lineId")
-        line = sources.settlement_line_carry_forward(
-            user=principal.user, line_id=line_id, reason=input.reason or ""
+        return _line_action(
+            sources.settlement_line_carry_forward, principal, input, reason=input.reason or ""
         )
-        return SettlementLinePayload(line=line, errors=[])
 
 
 class SettlementMutations(graphene.ObjectType):
