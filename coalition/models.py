@@ -197,14 +197,33 @@ class LedgerTransaction(models.Model):
         ADJUSTMENT = "adjustment", "Adjustment"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
+    # Every index on this table is written by every posting, so each one has to earn its
+    # place: member and partner are covered by txn_member_history / txn_partner_time (their
+    # leading column); charity, reversal_of and hold are rarely set, so their indexes below
+    # are partial (a posting without them writes nothing there).
     member = models.ForeignKey(
-        Member, null=True, blank=True, on_delete=models.PROTECT, related_name="transactions"
+        Member,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="transactions",
+        db_index=False,
     )
     partner = models.ForeignKey(
-        "partners.Partner", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "partners.Partner",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
     )
     charity = models.ForeignKey(
-        "charity.Charity", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "charity.Charity",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
     )
     # Signed points on the member's wallet, as the member sees them (0 when no wallet moved).
     member_points = models.BigIntegerField(default=0)
@@ -216,10 +235,20 @@ class LedgerTransaction(models.Model):
     purchase_amount = models.DecimalField(max_digits=18, decimal_places=4, null=True, blank=True)
     purchase_currency = models.CharField(max_length=3, blank=True, default="")
     reversal_of = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="reversals"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="reversals",
+        db_index=False,
     )
     hold = models.ForeignKey(
-        "RedemptionHold", null=True, blank=True, on_delete=models.PROTECT, related_name="captures"
+        "RedemptionHold",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="captures",
+        db_index=False,
     )
     created_at = models.DateTimeField(default=timezone.now)
     metadata = models.JSONField(default=dict, blank=True)
@@ -241,6 +270,15 @@ class LedgerTransaction(models.Model):
             models.Index(fields=["member", "-created_at", "-id"], name="txn_member_history"),
             models.Index(fields=["partner", "created_at"], name="txn_partner_time"),
             models.Index(fields=["created_at", "id"], name="txn_created"),
+            models.Index(
+                fields=["charity"], condition=Q(charity__isnull=False), name="txn_charity"
+            ),
+            models.Index(
+                fields=["reversal_of"],
+                condition=Q(reversal_of__isnull=False),
+                name="txn_reversal_of",
+            ),
+            models.Index(fields=["hold"], condition=Q(hold__isnull=False), name="txn_hold"),
         ]
 
     def __str__(self) -> str:

@@ -26,10 +26,14 @@ def insert_transaction(cursor, *, kind: str, member_id=None, reversal_of_id=None
     return cursor.fetchone()[0]
 
 
-def insert_entry(cursor, *, transaction_id: int, account_id: int, points: int) -> None:
+def insert_entries(cursor, *, transaction_id: int, legs: list[tuple[int, int]]) -> None:
+    """A transaction's legs in one INSERT statement, as the services write them."""
+    values = ", ".join(["(%s, %s, %s)"] * len(legs))
+    params = [
+        value for account_id, points in legs for value in (transaction_id, account_id, points)
+    ]
     cursor.execute(
-        "INSERT INTO coalition_entry (transaction_id, account_id, points) VALUES (%s, %s, %s)",
-        [transaction_id, account_id, points],
+        f"INSERT INTO coalition_entry (transaction_id, account_id, points) VALUES {values}", params
     )
 
 
@@ -74,41 +78,91 @@ def test_entries_and_transactions_can_never_be_changed_or_deleted(funded, statem
     assert selectors.ledger_check().ok
 
 
-# --------------------------------------------------------------------------- balance at commit
+# --------------------------------------------------------------------------- balance
 
 
 @pytest.mark.parametrize(
-    ("wallet_points", "issued_points", "message"),
+    ("legs", "message"),
     [
-        (10, -5, r"does not balance \(2 entries, sum 5\)"),  # unbalanced
-        (10, None, r"does not balance \(1 entries, sum 10\)"),  # a single entry
-        (None, None, r"does not balance \(0 entries, sum 0\)"),  # no entries at all
+        ([("wallet", 10), ("issued", -5)], r"does not balance \(2 entries, sum 5\)"),
+        ([("wallet", 10)], r"does not balance \(1 entries, sum 10\)"),
     ],
+    ids=["unbalanced", "a single entry"],
 )
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_transaction_that_does_not_balance_fails_at_commit(
-    funded, wallet_points, issued_points, message
-):
+def test_entries_that_do_not_balance_their_transaction_are_refused(funded, legs, message):
     # Given a wallet with 100 points
     wallet, issued, _ = funded
+    accounts = {"wallet": wallet.pk, "issued": issued.pk}
     txn_count = LedgerTransaction.objects.count()
-    inserted = False
 
     # When raw SQL inserts a transaction whose entries do not sum to zero over two legs
     with pytest.raises(IntegrityError, match=message):
         with transaction.atomic(), connection.cursor() as cursor:
             txn_id = insert_transaction(cursor, kind="earn", member_id=wallet.member_id)
-            if wallet_points is not None:
-                insert_entry(cursor, transaction_id=txn_id, account_id=wallet.pk, points=10)
-            if issued_points is not None:
-                insert_entry(cursor, transaction_id=txn_id, account_id=issued.pk, points=-5)
+            insert_entries(
+                cursor,
+                transaction_id=txn_id,
+                legs=[(accounts[name], points) for name, points in legs],
+            )
+
+    # Then the INSERT itself was refused and nothing of it remains
+    assert LedgerTransaction.objects.count() == txn_count
+    assert factories.wallet(wallet.member).balance == 100
+    assert selectors.ledger_check().ok
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_transaction_without_entries_fails_at_commit(funded):
+    # Given a wallet with 100 points
+    wallet, _, _ = funded
+    txn_count = LedgerTransaction.objects.count()
+    inserted = False
+
+    # When raw SQL inserts a transaction and no entries for it
+    with pytest.raises(IntegrityError, match=r"does not balance \(0 entries, sum 0\)"):
+        with transaction.atomic(), connection.cursor() as cursor:
+            insert_transaction(cursor, kind="earn", member_id=wallet.member_id)
             inserted = True
 
-    # Then the inserts were accepted one by one (the check is deferred), but the commit failed
-    # and nothing of it remains
+    # Then the INSERT was accepted (the check is deferred), but the commit failed
     assert inserted
     assert LedgerTransaction.objects.count() == txn_count
+    assert selectors.ledger_check().ok
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_legs_written_one_statement_at_a_time_are_refused(funded):
+    # Given a wallet with 100 points
+    wallet, issued, _ = funded
+
+    # When raw SQL writes a balanced earn's two legs in two INSERT statements
+    with pytest.raises(IntegrityError, match=r"does not balance \(1 entries, sum 10\)"):
+        with transaction.atomic(), connection.cursor() as cursor:
+            txn_id = insert_transaction(cursor, kind="earn", member_id=wallet.member_id)
+            insert_entries(cursor, transaction_id=txn_id, legs=[(wallet.pk, 10)])
+            insert_entries(cursor, transaction_id=txn_id, legs=[(issued.pk, -10)])
+
+    # Then the first statement was already refused: a transaction balances after every
+    # statement that writes its entries, not only at commit
+    assert factories.wallet(wallet.member).balance == 100
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_entries_added_later_to_a_balanced_transaction_must_keep_it_balanced(funded):
+    # Given a wallet with 100 points from a committed earn
+    wallet, issued, earn = funded
+
+    # When raw SQL adds one more leg to that earn, and then a balanced pair
+    with pytest.raises(IntegrityError, match=r"does not balance \(3 entries, sum 5\)"):
+        with transaction.atomic(), connection.cursor() as cursor:
+            insert_entries(cursor, transaction_id=earn.pk, legs=[(wallet.pk, 5)])
+
+    # Then the lone leg is refused (it is checked with the legs the earn already had)
     assert factories.wallet(wallet.member).balance == 100
     assert selectors.ledger_check().ok
 
@@ -122,8 +176,11 @@ def test_a_balanced_raw_transaction_commits_and_the_trigger_posts_it_to_the_wall
     # When raw SQL books a balanced earn of 10 (two legs summing to zero)
     with transaction.atomic(), connection.cursor() as cursor:
         txn_id = insert_transaction(cursor, kind="earn", member_id=wallet.member_id)
-        insert_entry(cursor, transaction_id=txn_id, account_id=wallet.pk, points=10)
-        insert_entry(cursor, transaction_id=txn_id, account_id=issued.pk, points=-10)
+        insert_entries(
+            cursor,
+            transaction_id=txn_id,
+            legs=[(wallet.pk, 10), (issued.pk, -10)],
+        )
 
     # Then it commits, and the database itself raised the wallet's cached balance
     assert LedgerTransaction.objects.filter(pk=txn_id).exists()
@@ -140,7 +197,7 @@ def test_an_entry_of_zero_points_is_refused(funded):
     with pytest.raises(IntegrityError, match="entry_points_not_zero"):
         with transaction.atomic(), connection.cursor() as cursor:
             txn_id = insert_transaction(cursor, kind="earn", member_id=wallet.member_id)
-            insert_entry(cursor, transaction_id=txn_id, account_id=wallet.pk, points=0)
+            insert_entries(cursor, transaction_id=txn_id, legs=[(wallet.pk, 0)])
 
     # Then nothing was booked
     assert Entry.objects.filter(points=0).count() == 0
@@ -161,15 +218,21 @@ def test_a_raw_spend_beyond_the_spendable_points_is_refused(funded, partner, kin
     with pytest.raises(IntegrityError, match="would overspend"):
         with transaction.atomic(), connection.cursor() as cursor:
             txn_id = insert_transaction(cursor, kind=kind, member_id=wallet.member_id)
-            insert_entry(cursor, transaction_id=txn_id, account_id=wallet.pk, points=-41)
-            insert_entry(cursor, transaction_id=txn_id, account_id=issued.pk, points=41)
+            insert_entries(
+                cursor,
+                transaction_id=txn_id,
+                legs=[(wallet.pk, -41), (issued.pk, 41)],
+            )
 
     # Then the database refused it; 40 points, exactly what is spendable, go through
     assert factories.wallet(wallet.member).balance == 100
     with transaction.atomic(), connection.cursor() as cursor:
         txn_id = insert_transaction(cursor, kind=kind, member_id=wallet.member_id)
-        insert_entry(cursor, transaction_id=txn_id, account_id=wallet.pk, points=-40)
-        insert_entry(cursor, transaction_id=txn_id, account_id=issued.pk, points=40)
+        insert_entries(
+            cursor,
+            transaction_id=txn_id,
+            legs=[(wallet.pk, -40), (issued.pk, 40)],
+        )
     assert factories.wallet(wallet.member).balance == 60
 
 
@@ -184,8 +247,11 @@ def test_a_reversal_may_take_a_wallet_negative_where_a_spend_may_not(funded):
         txn_id = insert_transaction(
             cursor, kind="reversal", member_id=wallet.member_id, reversal_of_id=earn.pk
         )
-        insert_entry(cursor, transaction_id=txn_id, account_id=wallet.pk, points=-150)
-        insert_entry(cursor, transaction_id=txn_id, account_id=issued.pk, points=150)
+        insert_entries(
+            cursor,
+            transaction_id=txn_id,
+            legs=[(wallet.pk, -150), (issued.pk, 150)],
+        )
 
     # Then the database accepts it: only a reversal may leave the wallet owing points
     assert factories.wallet(wallet.member).balance == -50
