@@ -272,18 +272,24 @@ def run_detail(request, run_id: int):
     return render(request, "web/finance_run.html", context)
 
 
-def _run_action(request, run_id: int, action, success: str):
-    run = _run_or_404(run_id)
+def _act(request, action, target, success: str, *, back_to: str, **names):
+    """Let a settlement service act on a run or line, say how it went, and go back to the
+    run's page. A refusal or an unreachable Stripe is a message, not an error page."""
     try:
-        action(run)
+        action(target)
     except CoalitionError as refusal:
         messages.error(request, refusal.message)
     except gateway.GatewayError as failure:
         # Stripe could not be reached for now: the lines stay pending and execution resumes.
         messages.warning(request, f"Stripe did not answer: {failure.message}. It will resume.")
     else:
-        messages.success(request, success.format(run=run))
-    return redirect(f"/finance/runs/{run.pk}/")
+        messages.success(request, success.format(**names))
+    return redirect(back_to)
+
+
+def _run_action(request, run_id: int, action, success: str):
+    run = _run_or_404(run_id)
+    return _act(request, action, run, success, back_to=f"/finance/runs/{run.pk}/", run=run)
 
 
 @require_POST
@@ -343,15 +349,7 @@ def _line_action(request, line_id: int, action, success: str):
     line = SettlementLine.objects.select_related("run").filter(pk=line_id).first()
     if line is None:
         raise Http404("No such settlement line")
-    try:
-        action(line)
-    except CoalitionError as refusal:
-        messages.error(request, refusal.message)
-    except gateway.GatewayError as failure:
-        messages.warning(request, f"Stripe did not answer: {failure.message}. It will resume.")
-    else:
-        messages.success(request, success.format(line=line))
-    return redirect(f"/finance/runs/{line.run_id}/")
+    return _act(request, action, line, success, back_to=f"/finance/runs/{line.run_id}/", line=line)
 
 
 @require_POST

@@ -86,6 +86,31 @@ class RecordPurchaseInput(graphene.InputObjectType):
     occurred_at = DateTime(description="When the purchase happened (default: now).")
 
 
+def _purchase_fields(input) -> dict:
+    """A RecordPurchaseInput as the keyword arguments of the purchase services."""
+    line_items = None
+    if input.line_items is not None:
+        line_items = [
+            {
+                "sku": item.sku,
+                "category": item.category,
+                "quantity": item.quantity,
+                "unit_price": item.unit_price,
+            }
+            for item in input.line_items
+        ]
+    return {
+        "idempotency_key": input.idempotency_key,
+        "amount": input.amount,
+        "currency": input.currency,
+        "reference": input.reference,
+        "member_number": input.member_number,
+        "store_code": input.store_code,
+        "line_items": line_items,
+        "occurred_at": input.occurred_at,
+    }
+
+
 class RecordPurchasePayload(Payload):
     transaction = graphene.Field(PointsTransaction, description="Null when nothing was earned.")
     points_awarded = graphene.Int(required=True)
@@ -111,28 +136,7 @@ class RecordPurchase(BaseMutation):
     def perform(cls, info, principal, input):
         from partners.services import purchase_record
 
-        line_items = None
-        if input.line_items is not None:
-            line_items = [
-                {
-                    "sku": item.sku,
-                    "category": item.category,
-                    "quantity": item.quantity,
-                    "unit_price": item.unit_price,
-                }
-                for item in input.line_items
-            ]
-        result = purchase_record(
-            partner=principal.partner,
-            idempotency_key=input.idempotency_key,
-            amount=input.amount,
-            currency=input.currency,
-            reference=input.reference,
-            member_number=input.member_number,
-            store_code=input.store_code,
-            line_items=line_items,
-            occurred_at=input.occurred_at,
-        )
+        result = purchase_record(partner=principal.partner, **_purchase_fields(input))
         return RecordPurchasePayload(
             transaction=result.transaction,
             points_awarded=result.points_awarded,
@@ -149,6 +153,27 @@ class RedeemPointsInput(graphene.InputObjectType):
     points = graphene.Int(required=True)
     reference = graphene.String(required=True)
     idempotency_key = graphene.String(required=True)
+
+
+def _at_till(action, principal, input):
+    """Let the service act for the partner on the member's points at the till."""
+    return action(
+        partner=principal.partner,
+        idempotency_key=input.idempotency_key,
+        member_number=input.member_number,
+        points=input.points,
+        reference=input.reference,
+    )
+
+
+def _on_hold(action, principal, input, **extra):
+    """Resolve the hold's id, let the service act for the partner on it."""
+    return action(
+        partner=principal.partner,
+        idempotency_key=input.idempotency_key,
+        hold_id=decode_id(input.hold_id, "RedemptionHold", field="holdId"),
+        **extra,
+    )
 
 
 class RedeemPointsPayload(Payload):
@@ -181,22 +206,13 @@ class RedeemPoints(BaseMutation):
     def perform(cls, info, principal, input):
         from partners.services import points_redeem
 
-        return _redeemed(
-            points_redeem(
-                partner=principal.partner,
-                idempotency_key=input.idempotency_key,
-                member_number=input.member_number,
-                points=input.points,
-                reference=input.reference,
-            )
-        )
+        return _redeemed(_at_till(points_redeem, principal, input))
 
 
-class AuthorizeRedemptionInput(graphene.InputObjectType):
-    member_number = graphene.String(required=True)
-    points = graphene.Int(required=True)
-    reference = graphene.String(required=True)
-    idempotency_key = graphene.String(required=True)
+# The same fields as RedeemPointsInput (graphene copies them); no docstring: it would
+# become the type's description in the schema.
+class AuthorizeRedemptionInput(RedeemPointsInput):
+    pass
 
 
 class CaptureRedemptionInput(graphene.InputObjectType):
@@ -234,15 +250,7 @@ class AuthorizeRedemption(BaseMutation):
     def perform(cls, info, principal, input):
         from partners.services import redemption_authorize
 
-        return _hold_payload(
-            redemption_authorize(
-                partner=principal.partner,
-                idempotency_key=input.idempotency_key,
-                member_number=input.member_number,
-                points=input.points,
-                reference=input.reference,
-            )
-        )
+        return _hold_payload(_at_till(redemption_authorize, principal, input))
 
 
 class CaptureRedemption(BaseMutation):
@@ -260,14 +268,7 @@ class CaptureRedemption(BaseMutation):
     def perform(cls, info, principal, input):
         from partners.services import redemption_capture
 
-        return _redeemed(
-            redemption_capture(
-                partner=principal.partner,
-                idempotency_key=input.idempotency_key,
-                hold_id=decode_id(input.hold_id, "RedemptionHold", field="holdId"),
-                points=input.points,
-            )
-        )
+        return _redeemed(_on_hold(redemption_capture, principal, input, points=input.points))
 
 
 class VoidRedemption(BaseMutation):
@@ -285,13 +286,7 @@ class VoidRedemption(BaseMutation):
     def perform(cls, info, principal, input):
         from partners.services import redemption_void
 
-        return _hold_payload(
-            redemption_void(
-                partner=principal.partner,
-                idempotency_key=input.idempotency_key,
-                hold_id=decode_id(input.hold_id, "RedemptionHold", field="holdId"),
-            )
-        )
+        return _hold_payload(_on_hold(redemption_void, principal, input))
 
 
 # ---------------------------------------------------------------------------- reversal
@@ -404,8 +399,6 @@ class RegisterWebhookEndpoint(BaseMutation):
 
 # ---------------------------------------------------------------------------- batch earning
 
-MAX_PURCHASES_PER_REQUEST = 1000
-
 
 class RecordPurchasesInput(graphene.InputObjectType):
     purchases = graphene.List(
@@ -415,7 +408,10 @@ class RecordPurchasesInput(graphene.InputObjectType):
     )
     idempotency_key = graphene.String(
         required=True,
-        description="The batch's own key (checked like any); replays go by each purchase's key.",
+        description=(
+            "The batch's own key: the same key with the same purchases returns the first "
+            "answer and records nothing; with other purchases it is IDEMPOTENCY_CONFLICT."
+        ),
     )
 
 
@@ -451,43 +447,15 @@ class RecordPurchases(BaseMutation):
 
     @classmethod
     def perform(cls, info, principal, input):
-        from coalition.errors import LimitExceeded
         from coalition.models import LedgerTransaction
-        from coalition.services.posting import validate_idempotency_key
         from partners.services.batch import purchases_record_batch
 
-        validate_idempotency_key(input.idempotency_key)
-        if len(input.purchases) > MAX_PURCHASES_PER_REQUEST:
-            raise LimitExceeded(
-                f"At most {MAX_PURCHASES_PER_REQUEST} purchases may be recorded at once",
-                field="purchases",
-            )
-        purchases = []
-        for purchase in input.purchases:
-            line_items = None
-            if purchase.line_items is not None:
-                line_items = [
-                    {
-                        "sku": item.sku,
-                        "category": item.category,
-                        "quantity": item.quantity,
-                        "unit_price": item.unit_price,
-                    }
-                    for item in purchase.line_items
-                ]
-            purchases.append(
-                {
-                    "idempotency_key": purchase.idempotency_key,
-                    "amount": purchase.amount,
-                    "currency": purchase.currency,
-                    "reference": purchase.reference,
-                    "member_number": purchase.member_number,
-                    "store_code": purchase.store_code,
-                    "line_items": line_items,
-                    "occurred_at": purchase.occurred_at,
-                }
-            )
-        outcomes = purchases_record_batch(partner=principal.partner, purchases=purchases)
+        # The service checks the batch's key and size, and replays a batch sent again.
+        outcomes = purchases_record_batch(
+            partner=principal.partner,
+            idempotency_key=input.idempotency_key,
+            purchases=[_purchase_fields(purchase) for purchase in input.purchases],
+        )
         transactions = LedgerTransaction.objects.in_bulk(
             [outcome.transaction_id for outcome in outcomes if outcome.transaction_id]
         )

@@ -32,6 +32,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -76,6 +77,7 @@ from .earning import (
 
 MAX_PURCHASES = 1000
 OPERATION = "purchase_record"
+BATCH_OPERATION = "purchases_record_batch"
 # The API's camelCase names are accepted as well as the service's own.
 _ALIASES = {
     "idempotencyKey": "idempotency_key",
@@ -225,7 +227,11 @@ def _validate_one(partner: Partner, index: int, raw: Any, now: datetime) -> _Pur
 
 
 def purchases_record_batch(
-    *, partner: Partner, purchases: list[dict], now: datetime | None = None
+    *,
+    partner: Partner,
+    purchases: list[dict],
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
 ) -> list[PurchaseOutcome]:
     """Record up to 1,000 purchases at a partner; one outcome per purchase, in order.
 
@@ -234,13 +240,135 @@ def purchases_record_batch(
     `line_items`, `occurred_at`; the API's camelCase names work too). A rejected purchase
     writes nothing and does not stop the others. A purchase sent again with its key is
     replayed (same transaction); within the batch the first purchase with a key wins.
+
+    With the batch's own `idempotency_key` (the API always sends one), the batch is
+    recorded once per partner and key: the same batch sent again returns the outcomes of
+    the first time and writes nothing; the key sent with other purchases raises
+    `IdempotencyConflict` and writes nothing; of two concurrent requests with the key, the
+    second waits for the first and replays it. A batch that records no purchase keeps no
+    key, as a refused single write does not.
     """
+    if idempotency_key is not None:
+        ledger.validate_idempotency_key(idempotency_key)
     if not isinstance(purchases, list | tuple):
         raise InvalidInput("A list of purchases is required", field="purchases")
     if len(purchases) > MAX_PURCHASES:
         raise LimitExceeded(
             f"At most {MAX_PURCHASES} purchases may be recorded at once", field="purchases"
         )
+    caller = f"partner:{partner.pk}"
+    if idempotency_key is None:
+        return _purchases_record(partner=partner, caller=caller, purchases=purchases, now=now)
+    return _batch_record_once(
+        partner=partner,
+        caller=caller,
+        idempotency_key=idempotency_key,
+        purchases=purchases,
+        now=now,
+    )
+
+
+@ledger.ledger_write
+def _batch_record_once(
+    *,
+    partner: Partner,
+    caller: str,
+    idempotency_key: str,
+    purchases: list | tuple,
+    now: datetime | None,
+) -> list[PurchaseOutcome]:
+    """The batch under its own key, in one database transaction with its purchases.
+
+    The key is claimed (its `coalition_idempotency` row written) before any purchase is
+    recorded: a concurrent request with the same key waits on that row's unique index until
+    this transaction ends, then fails with a unique violation, and `ledger_write` runs it
+    once more, when it finds the row and replays. A batch that fails as a whole rolls the
+    row back with everything else; one that records no purchase (each refused, or a replay
+    of its own key) gives the row up.
+    """
+    request_hash = _batch_fingerprint(purchases)
+    first = ledger.idempotency_replay(
+        caller=caller,
+        idempotency_key=idempotency_key,
+        operation=BATCH_OPERATION,
+        request_hash=request_hash,
+    )
+    if first is not None:
+        return _batch_replay(
+            partner=partner, caller=caller, purchases=purchases, first_at=first.created_at
+        )
+    claim = ledger.idempotency_record(
+        caller=caller,
+        idempotency_key=idempotency_key,
+        operation=BATCH_OPERATION,
+        request_hash=request_hash,
+        result_id=None,
+    )
+    outcomes = _purchases_record(partner=partner, caller=caller, purchases=purchases, now=now)
+    if not any(outcome.accepted and not outcome.replayed for outcome in outcomes):
+        # Nothing new was written: like a refused single write, the batch leaves no trace
+        # and its key stays free for the batch once corrected.
+        claim.delete()
+    return outcomes
+
+
+def _batch_fingerprint(purchases: list | tuple) -> str:
+    """What the batch asked for, purchase by purchase and in order, as the caller sent it
+    (camelCase and snake_case names are the same field)."""
+    return ledger.request_fingerprint(
+        BATCH_OPERATION,
+        purchases=[
+            {_ALIASES.get(name, name): value for name, value in raw.items()}
+            if isinstance(raw, dict)
+            else raw
+            for raw in purchases
+        ],
+    )
+
+
+def _batch_replay(
+    *, partner: Partner, caller: str, purchases: list | tuple, first_at: datetime
+) -> list[PurchaseOutcome]:
+    """The outcomes of a batch already recorded under its key, writing nothing.
+
+    Only the batch's key is stored, not its outcomes: they are worked out again by the
+    batch's own code, at the moment of the first request, in a savepoint that is rolled
+    back. A purchase accepted the first time is found by its own key (the same transaction
+    and points, `replayed`); one refused the first time wrote nothing and is refused again
+    for the same reason. Should that reason have gone since (the member was enrolled in
+    between, say), it is still refused: the batch is not recorded twice.
+    """
+    with transaction.atomic():
+        outcomes = _purchases_record(
+            partner=partner, caller=caller, purchases=purchases, now=first_at
+        )
+        transaction.set_rollback(True)  # the second look must leave no trace
+    # Accepted now but not found by its key: it was refused the first time (and so are its
+    # repeats within the batch, which took its result).
+    refused_at_first = {
+        outcome.idempotency_key for outcome in outcomes if outcome.accepted and not outcome.replayed
+    }
+    return [
+        _refused_at_first(outcome)
+        if outcome.accepted and outcome.idempotency_key in refused_at_first
+        else outcome
+        for outcome in outcomes
+    ]
+
+
+def _refused_at_first(outcome: PurchaseOutcome) -> PurchaseOutcome:
+    error = InvalidState(
+        "This purchase was refused when this batch was first recorded; "
+        "send it in a new batch to record it"
+    )
+    return _rejected(outcome.index, outcome.idempotency_key, error, outcome.member_id)
+
+
+def _purchases_record(
+    *, partner: Partner, caller: str, purchases: list | tuple, now: datetime | None
+) -> list[PurchaseOutcome]:
+    """Validate every purchase, record the valid ones, and give repeats within the batch
+    the result of their first occurrence."""
     now = now or timezone.now()
     outcomes: list[PurchaseOutcome | None] = [None] * len(purchases)
     firsts: list[_Purchase] = []
@@ -268,7 +396,7 @@ def purchases_record_batch(
 
     outcomes = _record(
         partner=partner,
-        caller=f"partner:{partner.pk}",
+        caller=caller,
         purchases=firsts,
         outcomes=outcomes,
         now=now,

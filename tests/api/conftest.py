@@ -164,6 +164,58 @@ def everything() -> dict:
     }
 
 
+# --------------------------------------------------------------------------- redemption
+
+
+def codes(payload: dict) -> list[tuple]:
+    """The (code, field) of each error of a payload (or of one result of a batch)."""
+    return [(error["code"], error["field"]) for error in payload["errors"]]
+
+
+@pytest.fixture
+def hold(shopper, brand):
+    """400 of the shopper's points held by `brand`."""
+    return factories.hold(shopper, brand.partner, 400)
+
+
+def hold_input(hold, idempotency_key: str, **overrides) -> dict:
+    """The input of captureRedemption or voidRedemption for `hold`."""
+    return {
+        "holdId": gid("RedemptionHold", hold.pk),
+        "idempotencyKey": idempotency_key,
+        **overrides,
+    }
+
+
+def assert_only_the_holds_partner(api, callers, caller, field: str, query: str, input: dict):
+    """The permission matrix of an operation on a hold: only the partner that took it may;
+    to another partner it does not exist (NOT_FOUND, like a wrong id)."""
+    before = everything()
+
+    payload = api.mutate(field, query, input, token=callers[caller])
+
+    if caller == "partner":
+        assert payload["errors"] == []
+    elif caller == "other_partner":
+        assert codes(payload) == [("NOT_FOUND", "input.holdId")]
+        assert everything() == before
+    else:
+        assert codes(payload) == [("PERMISSION_DENIED", None)]
+        assert everything() == before
+
+
+def assert_burn_scope_required(api, brand, field: str, query: str, input: dict) -> dict:
+    """A key of the brand without the burn scope is refused and writes nothing."""
+    key = key_for(brand.partner, ("earn", "read"))
+    before = everything()
+
+    payload = api.mutate(field, query, input, token=key)
+
+    assert codes(payload) == [("PERMISSION_DENIED", None)]
+    assert everything() == before
+    return payload
+
+
 # --------------------------------------------------------------------------- webhooks
 
 

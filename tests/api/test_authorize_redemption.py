@@ -3,7 +3,7 @@
 import pytest
 
 from coalition.models import RedemptionHold
-from tests.api.conftest import CALLERS, everything, gid, key_for
+from tests.api.conftest import CALLERS, assert_burn_scope_required, codes, everything, gid
 
 AUTHORIZE = """
 mutation Authorize($input: AuthorizeRedemptionInput!) {
@@ -24,10 +24,6 @@ def authorize_input(member, **overrides):
     }
     values.update(overrides)
     return values
-
-
-def codes(payload):
-    return [(error["code"], error["field"]) for error in payload["errors"]]
 
 
 @pytest.mark.django_db
@@ -127,10 +123,6 @@ def test_permission_matrix(api, callers, caller, shopper):
 
 @pytest.mark.django_db
 def test_a_key_without_the_burn_scope_is_refused(api, brand, shopper):
-    key = key_for(brand.partner, ("earn",))
-    before = everything()
-
-    payload = api.mutate("authorizeRedemption", AUTHORIZE, authorize_input(shopper), token=key)
-
-    assert codes(payload) == [("PERMISSION_DENIED", None)]
-    assert everything() == before
+    assert_burn_scope_required(
+        api, brand, "authorizeRedemption", AUTHORIZE, authorize_input(shopper)
+    )

@@ -7,7 +7,15 @@ from django.utils import timezone
 
 from coalition.models import RedemptionHold
 from tests import factories
-from tests.api.conftest import CALLERS, everything, gid, key_for
+from tests.api.conftest import (
+    CALLERS,
+    assert_burn_scope_required,
+    assert_only_the_holds_partner,
+    codes,
+    everything,
+    gid,
+    hold_input,
+)
 
 CAPTURE = """
 mutation Capture($input: CaptureRedemptionInput!) {
@@ -20,19 +28,8 @@ mutation Capture($input: CaptureRedemptionInput!) {
 }"""
 
 
-@pytest.fixture
-def hold(shopper, brand):
-    return factories.hold(shopper, brand.partner, 400)
-
-
 def capture_input(hold, **overrides):
-    values = {"holdId": gid("RedemptionHold", hold.pk), "idempotencyKey": "capture-1"}
-    values.update(overrides)
-    return values
-
-
-def codes(payload):
-    return [(error["code"], error["field"]) for error in payload["errors"]]
+    return hold_input(hold, "capture-1", **overrides)
 
 
 @pytest.mark.django_db
@@ -127,26 +124,11 @@ def test_refusals_name_the_input_at_fault(api, brand, hold, overrides, expected)
 def test_permission_matrix(api, callers, caller, hold):
     """Only the partner that took the hold captures it; to another partner it does not
     exist (NOT_FOUND, like a wrong id)."""
-    before = everything()
-
-    payload = api.mutate("captureRedemption", CAPTURE, capture_input(hold), token=callers[caller])
-
-    if caller == "partner":
-        assert payload["errors"] == []
-    elif caller == "other_partner":
-        assert codes(payload) == [("NOT_FOUND", "input.holdId")]
-        assert everything() == before
-    else:
-        assert codes(payload) == [("PERMISSION_DENIED", None)]
-        assert everything() == before
+    assert_only_the_holds_partner(
+        api, callers, caller, "captureRedemption", CAPTURE, capture_input(hold)
+    )
 
 
 @pytest.mark.django_db
 def test_a_key_without_the_burn_scope_is_refused(api, brand, hold):
-    key = key_for(brand.partner, ("earn", "read"))
-    before = everything()
-
-    payload = api.mutate("captureRedemption", CAPTURE, capture_input(hold), token=key)
-
-    assert codes(payload) == [("PERMISSION_DENIED", None)]
-    assert everything() == before
+    assert_burn_scope_required(api, brand, "captureRedemption", CAPTURE, capture_input(hold))

@@ -3,7 +3,15 @@
 import pytest
 
 from tests import factories
-from tests.api.conftest import CALLERS, everything, gid, key_for
+from tests.api.conftest import (
+    CALLERS,
+    assert_burn_scope_required,
+    assert_only_the_holds_partner,
+    codes,
+    everything,
+    gid,
+    hold_input,
+)
 
 VOID = """
 mutation Void($input: VoidRedemptionInput!) {
@@ -15,19 +23,8 @@ mutation Void($input: VoidRedemptionInput!) {
 }"""
 
 
-@pytest.fixture
-def hold(shopper, brand):
-    return factories.hold(shopper, brand.partner, 400)
-
-
 def void_input(hold, **overrides):
-    values = {"holdId": gid("RedemptionHold", hold.pk), "idempotencyKey": "void-1"}
-    values.update(overrides)
-    return values
-
-
-def codes(payload):
-    return [(error["code"], error["field"]) for error in payload["errors"]]
+    return hold_input(hold, "void-1", **overrides)
 
 
 @pytest.mark.django_db
@@ -89,26 +86,9 @@ def test_unknown_holds_are_not_found(api, brand, hold, hold_id):
 @pytest.mark.django_db
 @pytest.mark.parametrize("caller", CALLERS)
 def test_permission_matrix(api, callers, caller, hold):
-    before = everything()
-
-    payload = api.mutate("voidRedemption", VOID, void_input(hold), token=callers[caller])
-
-    if caller == "partner":
-        assert payload["errors"] == []
-    elif caller == "other_partner":
-        assert codes(payload) == [("NOT_FOUND", "input.holdId")]
-        assert everything() == before
-    else:
-        assert codes(payload) == [("PERMISSION_DENIED", None)]
-        assert everything() == before
+    assert_only_the_holds_partner(api, callers, caller, "voidRedemption", VOID, void_input(hold))
 
 
 @pytest.mark.django_db
 def test_a_key_without_the_burn_scope_is_refused(api, brand, hold):
-    key = key_for(brand.partner, ("earn", "read"))
-    before = everything()
-
-    payload = api.mutate("voidRedemption", VOID, void_input(hold), token=key)
-
-    assert codes(payload) == [("PERMISSION_DENIED", None)]
-    assert everything() == before
+    assert_burn_scope_required(api, brand, "voidRedemption", VOID, void_input(hold))
