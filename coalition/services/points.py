@@ -24,10 +24,13 @@ from .posting import (
     _credit_lots,
     _lock_wallet,
     _post,
+    _post_credit,
+    _post_spend,
     _release_due_holds,
     _require_active_member,
     _require_active_partner,
     _require_spendable,
+    credit_in_one_statement,
     lot_expiry,
     programme_get,
     system_account_id,
@@ -98,14 +101,6 @@ def points_earn(
         purchase_amount=purchase_amount,
         purchase_currency=purchase_currency,
     )
-    # One replay check, before the lock: a concurrent request with the same key is caught by
-    # the unique index, and ledger_write's retry then finds and replays the first result.
-    replay = transaction_replay(
-        caller=caller, idempotency_key=idempotency_key, request_hash=request_hash
-    )
-    if replay:
-        return replay
-    _require_active_member(member)
     now = now or timezone.now()
     legs = []
     if partner_points:
@@ -114,6 +109,43 @@ def points_earn(
     if operator_points:
         legs.append(Leg(system_account_id(Account.Kind.OPERATOR_MARKETING), -operator_points))
 
+    if credit_in_one_statement() and member.status == Member.Status.ACTIVE:
+        # PostgreSQL: the replay check, the wallet lock and every row in one statement.
+        txn, _ = _post_credit(
+            kind=kind,
+            member=member,
+            points=total,
+            issuer_legs=legs,
+            caller=caller,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            now=now,
+            partner=partner,
+            reference=reference,
+            purchase_amount=purchase_amount,
+            purchase_currency=purchase_currency,
+            metadata=metadata,
+            expires_at=lot_expiry(programme_get(), now),
+        )
+        if txn is None:
+            # The key was used before (or by a concurrent request that has now committed).
+            replay = transaction_replay(
+                caller=caller, idempotency_key=idempotency_key, request_hash=request_hash
+            )
+            if replay is None:
+                raise AssertionError("an idempotent credit wrote nothing and has no replay")
+            return replay
+        member_tier_upgrade(member=member, now=now)
+        return txn
+
+    # One replay check, before the lock: a concurrent request with the same key is caught by
+    # the unique index, and ledger_write's retry then finds and replays the first result.
+    replay = transaction_replay(
+        caller=caller, idempotency_key=idempotency_key, request_hash=request_hash
+    )
+    if replay:
+        return replay
+    _require_active_member(member)
     wallet = _lock_wallet(member, touch=now)
     balance_before = wallet.balance
     legs.append(Leg(wallet.pk, total))
@@ -295,6 +327,21 @@ def _spend(
         rules()
     _release_due_holds(wallet, now)
     _require_spendable(wallet, points)
+    if credit_in_one_statement():
+        return _post_spend(
+            kind=kind,
+            wallet=wallet,
+            points=points,
+            counter_account=counter_account,
+            caller=caller,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            now=now,
+            partner=partner,
+            charity=charity,
+            reference=reference,
+            metadata=metadata,
+        )
     lots = _consume_lots(wallet, points)
     return _post(
         kind=kind,
