@@ -23,6 +23,7 @@ from .posting import (
     _consume_lots,
     _credit_lots,
     _lock_wallet,
+    _lock_wallet_unless_replay,
     _post,
     _post_credit,
     _post_spend,
@@ -54,6 +55,17 @@ T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- earning
+
+
+def _replay(*, caller: str, idempotency_key: str | None, request_hash: str) -> LedgerTransaction:
+    """The transaction written earlier under this key, which the write statement found (an
+    IdempotencyConflict if it was for another request)."""
+    replay = transaction_replay(
+        caller=caller, idempotency_key=idempotency_key, request_hash=request_hash
+    )
+    if replay is None:
+        raise AssertionError("an idempotent write found an earlier one that is not there")
+    return replay
 
 
 @ledger_write
@@ -129,12 +141,9 @@ def points_earn(
         )
         if txn is None:
             # The key was used before (or by a concurrent request that has now committed).
-            replay = transaction_replay(
+            return _replay(
                 caller=caller, idempotency_key=idempotency_key, request_hash=request_hash
             )
-            if replay is None:
-                raise AssertionError("an idempotent credit wrote nothing and has no replay")
-            return replay
         member_tier_upgrade(member=member, now=now)
         return txn
 
@@ -235,18 +244,19 @@ def points_burn(
     request_hash = request_hash or request_fingerprint(
         "points_burn", member=member.pk, partner=partner.pk, points=points, reference=reference
     )
-    replay = transaction_replay(
-        caller=caller, idempotency_key=idempotency_key, request_hash=request_hash
+    now = now or timezone.now()
+    wallet, replayed = _lock_wallet_unless_replay(
+        member, touch=now, caller=caller, idempotency_key=idempotency_key
     )
-    if replay:
-        return replay
+    if replayed:
+        return _replay(caller=caller, idempotency_key=idempotency_key, request_hash=request_hash)
     _require_active_member(member)
     _require_active_partner(partner)
-    now = now or timezone.now()
     redeemed = system_account_id(Account.Kind.PARTNER_REDEEMED, partner_id=partner.pk)
 
     return _spend(
         kind=Kind.BURN,
+        wallet=wallet,
         member=member,
         points=points,
         counter_account=redeemed,
@@ -280,17 +290,18 @@ def points_donate(
     request_hash = request_hash or request_fingerprint(
         "points_donate", member=member.pk, charity=charity.pk, points=points
     )
-    replay = transaction_replay(
-        caller=caller, idempotency_key=idempotency_key, request_hash=request_hash
-    )
-    if replay:
-        return replay
-    _require_active_member(member)
     now = now or timezone.now()
+    wallet, replayed = _lock_wallet_unless_replay(
+        member, touch=now, caller=caller, idempotency_key=idempotency_key
+    )
+    if replayed:
+        return _replay(caller=caller, idempotency_key=idempotency_key, request_hash=request_hash)
+    _require_active_member(member)
     received = system_account_id(Account.Kind.CHARITY_RECEIVED, charity_id=charity.pk)
 
     return _spend(
         kind=Kind.DONATE,
+        wallet=wallet,
         member=member,
         points=points,
         counter_account=received,
@@ -306,6 +317,7 @@ def points_donate(
 def _spend(
     *,
     kind: str,
+    wallet: Account,
     member: Member,
     points: int,
     counter_account: int,
@@ -319,10 +331,9 @@ def _spend(
     metadata: dict | None = None,
     rules: Any = None,
 ) -> LedgerTransaction:
-    """Take points out of a member's wallet into another account: lock the wallet (noting
-    the activity), apply the caller's rules under the lock, release lapsed holds, check
+    """Take points out of a member's wallet (locked by the caller, the activity noted) into
+    another account: apply the caller's rules under the lock, release lapsed holds, check
     what is spendable, consume the earliest-expiring lots and post."""
-    wallet = _lock_wallet(member, touch=now)
     if rules is not None:
         rules()
     _release_due_holds(wallet, now)

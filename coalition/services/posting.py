@@ -173,6 +173,56 @@ def _lock_wallet(member: Member, *, touch: datetime | None = None) -> Account:
     )
 
 
+_REPLAY_OR_TOUCH_SQL = """
+WITH prior AS (
+    SELECT id FROM coalition_transaction
+     WHERE caller = %(caller)s AND idempotency_key = %(key)s AND %(key)s IS NOT NULL
+), wallet AS (
+    UPDATE coalition_account SET last_activity_at = %(now)s
+     WHERE member_id = %(member)s AND NOT EXISTS (SELECT 1 FROM prior)
+    RETURNING id, kind, member_id, balance, held
+)
+SELECT (SELECT id FROM prior), wallet.id, wallet.kind, wallet.member_id, wallet.balance,
+       wallet.held
+  FROM (SELECT 1) AS one LEFT JOIN wallet ON true
+"""
+
+
+def _lock_wallet_unless_replay(
+    member: Member, *, touch: datetime, caller: str, idempotency_key: str | None
+) -> tuple[Account | None, bool]:
+    """(the member's wallet, locked with the activity recorded, False) — or (None, True) when
+    this caller already wrote a transaction under the key (nothing is locked or touched then;
+    the caller replays it). On PostgreSQL one statement, elsewhere two."""
+    if connection.vendor != "postgresql":
+        if idempotency_key is not None and (
+            LedgerTransaction.objects.filter(caller=caller, idempotency_key=idempotency_key)
+            .values("id")
+            .exists()
+        ):
+            return None, True
+        return _lock_wallet(member, touch=touch), False
+    params = {"caller": caller, "key": idempotency_key, "now": touch, "member": member.pk}
+    with connection.cursor() as cursor:
+        cursor.execute(_REPLAY_OR_TOUCH_SQL, params)
+        prior_id, *row = cursor.fetchone()
+    if prior_id is not None:
+        return None, True
+    account_id, kind, member_id, balance, held = row
+    if account_id is None:
+        raise Account.DoesNotExist(f"member {member.pk} has no wallet")
+    wallet = Account(
+        id=account_id,
+        kind=kind,
+        member_id=member_id,
+        balance=balance,
+        held=held,
+        last_activity_at=touch,
+    )
+    wallet._state.adding = False
+    return wallet, False
+
+
 def _lock_wallets(member_ids: Iterable[int]) -> dict[int, Account]:
     """Lock several wallets in member-id order, so concurrent writers never deadlock."""
     wallets = Account.objects.select_for_update().filter(member_id__in=set(member_ids))
