@@ -19,17 +19,18 @@ every member through `points_earn` (so the burns have lots to consume).
 Workloads, each for a fixed time (--seconds, default 10) or a fixed number (--count) of
 transactions, each transaction its own database transaction, members taken round-robin:
 
-  (a)  earn, raw SQL floor: one psycopg2 connection; per earn BEGIN, SELECT the wallet
-       FOR UPDATE, INSERT the coalition_transaction row, INSERT the two coalition_entry rows
-       (one statement), INSERT the coalition_lot, UPDATE the wallet's last_activity_at,
-       COMMIT. The same columns and values `points_earn` writes.
+  (a)  earn, raw SQL floor: one psycopg2 connection sending the statement `points_earn`
+       sends on PostgreSQL (coalition/services/posting.py _CREDIT_SQL: replay check, wallet
+       lock with the activity, transaction, legs and lot in one statement) with the same
+       values: BEGIN, the statement, COMMIT. What is left between (a) and (b1) is Django and
+       the service's Python.
   (a2) the same floor in two processes on disjoint halves of the members.
   (b1) `coalition.services.points_earn` through Django, one process.
   (b2) `points_earn` in two processes (own connections, disjoint member halves).
   (c1) `coalition.services.points_burn`, one process (100 points to the second partner).
-  (c2) burn, raw SQL floor: BEGIN, SELECT the wallet FOR UPDATE, SELECT its open lots in
-       expiry order, UPDATE the lots consumed, INSERT the transaction (metadata.lots as the
-       service writes it), INSERT two entries, UPDATE last_activity_at, COMMIT.
+  (c2) burn, raw SQL floor: the two statements `points_burn` sends (_REPLAY_OR_TOUCH_SQL:
+       replay check and wallet lock; _SPEND_SQL: lots consumed in expiry order, transaction
+       with metadata.lots, legs), the spendable check between them: BEGIN, two, COMMIT.
 
 Workloads run one after another, each after 50 untimed warm-up transactions. For each:
 transactions, transactions/s, p50 and p99 latency in ms (two processes: the sum of their
@@ -55,7 +56,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import multiprocessing
 import os
 import pstats
@@ -219,36 +219,13 @@ def prepare(url: str, members: int, log: Callable[[str], None]) -> Fixture:
 # Each builder returns (op, close): op(n) runs transaction number n, one database
 # transaction, for member_ids[n % len(member_ids)].
 
-TXN_COLUMNS = (
-    "kind, member_id, partner_id, charity_id, member_points, reference, caller, "
-    "idempotency_key, request_hash, purchase_amount, purchase_currency, reversal_of_id, "
-    "hold_id, created_at, metadata"
-)
-SQL_LOCK_WALLET = "SELECT id, balance, held FROM coalition_account WHERE member_id = %s FOR UPDATE"
-SQL_INSERT_TXN = (
-    f"INSERT INTO coalition_transaction ({TXN_COLUMNS}) "
-    "VALUES (%s, %s, %s, NULL, %s, '', %s, %s, %s, NULL, '', NULL, NULL, %s, %s) RETURNING id"
-)
-SQL_INSERT_ENTRIES = (
-    "INSERT INTO coalition_entry (transaction_id, account_id, points) "
-    "VALUES (%s, %s, %s), (%s, %s, %s) RETURNING id"
-)
-SQL_INSERT_LOT = (
-    "INSERT INTO coalition_lot (member_id, transaction_id, points, remaining, expires_at, "
-    "created_at) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id"
-)
-SQL_MARK_ACTIVITY = "UPDATE coalition_account SET last_activity_at = %s WHERE id = %s"
-SQL_OPEN_LOTS = (
-    "SELECT id, remaining FROM coalition_lot WHERE member_id = %s AND remaining > 0 "
-    "ORDER BY expires_at, id"
-)
-SQL_TAKE_FROM_LOT = "UPDATE coalition_lot SET remaining = %s WHERE id = %s"
-
 
 def _earn_floor(fixture: Fixture, member_ids: list[int], tag: str):
+    """The earn's own statement (posting._CREDIT_SQL: replay check, wallet lock with the
+    activity, transaction, legs, lot) through psycopg2: BEGIN, the statement, COMMIT."""
     from coalition.models import Account
     from coalition.services import lot_expiry, programme_get, request_fingerprint
-    from coalition.services.posting import system_account_id
+    from coalition.services.posting import _CREDIT_SQL, system_account_id
 
     programme = programme_get()
     partner_id = fixture.earn_partner_id
@@ -271,28 +248,27 @@ def _earn_floor(fixture: Fixture, member_ids: list[int], tag: str):
             purchase_currency="",
         )
         now = datetime.now(UTC)
-        expires_at = lot_expiry(programme, now)
+        params = {
+            "caller": caller,
+            "key": f"{tag}-{n}",
+            "now": now,
+            "member": member_id,
+            "kind": "earn",
+            "partner": partner_id,
+            "points": EARN_POINTS,
+            "reference": "",
+            "hash": request_hash,
+            "amount": None,
+            "currency": "",
+            "metadata": "{}",
+            "leg_accounts": [issued],
+            "leg_points": [-EARN_POINTS],
+            "expires": lot_expiry(programme, now),
+        }
         try:
-            cur.execute(SQL_LOCK_WALLET, [member_id])
-            wallet_id, balance, _held = cur.fetchone()
-            cur.execute(
-                SQL_INSERT_TXN,
-                ["earn", member_id, partner_id, EARN_POINTS, caller, f"{tag}-{n}"]
-                + [request_hash, now, "{}"],
-            )
-            txn_id = cur.fetchone()[0]
-            cur.execute(
-                SQL_INSERT_ENTRIES,
-                [txn_id, issued, -EARN_POINTS, txn_id, wallet_id, EARN_POINTS],
-            )
-            cur.fetchall()
-            into_lots = EARN_POINTS - min(EARN_POINTS, max(-balance, 0))
-            if into_lots > 0:
-                cur.execute(
-                    SQL_INSERT_LOT, [member_id, txn_id, EARN_POINTS, into_lots, expires_at, now]
-                )
-                cur.fetchone()
-            cur.execute(SQL_MARK_ACTIVITY, [now, wallet_id])
+            cur.execute(_CREDIT_SQL, params)
+            if cur.fetchone()[1] is None:
+                raise RuntimeError(f"bench earn {tag}-{n} wrote nothing")
             conn.commit()
         except BaseException:
             conn.rollback()
@@ -302,9 +278,12 @@ def _earn_floor(fixture: Fixture, member_ids: list[int], tag: str):
 
 
 def _burn_floor(fixture: Fixture, member_ids: list[int], tag: str):
+    """The burn's own two statements (posting._REPLAY_OR_TOUCH_SQL: replay check and wallet
+    lock; posting._SPEND_SQL: lots, transaction, legs) through psycopg2, with the balance
+    check between them: BEGIN, the two statements, COMMIT."""
     from coalition.models import Account
     from coalition.services import request_fingerprint
-    from coalition.services.posting import system_account_id
+    from coalition.services.posting import _REPLAY_OR_TOUCH_SQL, _SPEND_SQL, system_account_id
 
     partner_id = fixture.burn_partner_id
     redeemed = system_account_id(Account.Kind.PARTNER_REDEEMED, partner_id=partner_id)
@@ -318,32 +297,35 @@ def _burn_floor(fixture: Fixture, member_ids: list[int], tag: str):
             "points_burn", member=member_id, partner=partner_id, points=BURN_POINTS, reference=""
         )
         now = datetime.now(UTC)
+        key = f"{tag}-{n}"
         try:
-            cur.execute(SQL_LOCK_WALLET, [member_id])
-            wallet_id, balance, held = cur.fetchone()
+            cur.execute(
+                _REPLAY_OR_TOUCH_SQL,
+                {"caller": caller, "key": key, "now": now, "member": member_id},
+            )
+            _prior, wallet_id, _kind, _member, balance, held = cur.fetchone()
             if balance < 0 or BURN_POINTS > balance - held:
                 raise RuntimeError(f"bench wallet {wallet_id} ran out of points")
-            cur.execute(SQL_OPEN_LOTS, [member_id])
-            to_take, taken = BURN_POINTS, []
-            for lot_id, remaining in cur.fetchall():
-                if to_take == 0:
-                    break
-                take = min(remaining, to_take)
-                cur.execute(SQL_TAKE_FROM_LOT, [remaining - take, lot_id])
-                taken.append([lot_id, take])
-                to_take -= take
             cur.execute(
-                SQL_INSERT_TXN,
-                ["burn", member_id, partner_id, -BURN_POINTS, caller, f"{tag}-{n}"]
-                + [request_hash, now, json.dumps({"lots": taken})],
+                _SPEND_SQL,
+                {
+                    "member": member_id,
+                    "to_take": BURN_POINTS,
+                    "kind": "burn",
+                    "partner": partner_id,
+                    "charity": None,
+                    "points": BURN_POINTS,
+                    "reference": "",
+                    "caller": caller,
+                    "key": key,
+                    "hash": request_hash,
+                    "now": now,
+                    "metadata": "{}",
+                    "wallet": wallet_id,
+                    "counter": redeemed,
+                },
             )
-            txn_id = cur.fetchone()[0]
-            cur.execute(
-                SQL_INSERT_ENTRIES,
-                [txn_id, wallet_id, -BURN_POINTS, txn_id, redeemed, BURN_POINTS],
-            )
-            cur.fetchall()
-            cur.execute(SQL_MARK_ACTIVITY, [now, wallet_id])
+            cur.fetchone()
             conn.commit()
         except BaseException:
             conn.rollback()
