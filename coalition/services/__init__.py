@@ -24,6 +24,7 @@ from .adjustments import points_adjust
 from .expiry import points_expire_due
 from .holds import hold_authorize, hold_capture, hold_void, holds_expire_due
 from .idempotency import (
+    idempotency_key_used,
     idempotency_record,
     idempotency_replay,
     ledger_write,
@@ -69,6 +70,7 @@ __all__ = [
     "hold_void",
     "holds_expire_due",
     "idempotency_record",
+    "idempotency_key_used",
     "idempotency_replay",
     "ledger_write",
     "lot_expiry",

@@ -171,6 +171,22 @@ def transaction_replay(
     return existing
 
 
+_KEY_USED_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM coalition_transaction"
+    " WHERE caller = %s AND idempotency_key = %s)"
+    " OR EXISTS (SELECT 1 FROM coalition_idempotency WHERE caller = %s AND idempotency_key = %s)"
+)
+
+
+def idempotency_key_used(*, caller: str, idempotency_key: str) -> bool:
+    """Has this caller written anything under this key (a ledger transaction or another
+    write)? One index probe per table in one round trip: the cheap test a write runs before
+    loading what it would replay."""
+    with connection.cursor() as cursor:
+        cursor.execute(_KEY_USED_SQL, [caller, idempotency_key, caller, idempotency_key])
+        return bool(cursor.fetchone()[0])
+
+
 def idempotency_replay(
     *, caller: str, idempotency_key: str, operation: str, request_hash: str
 ) -> IdempotencyRecord | None:

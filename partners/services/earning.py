@@ -385,6 +385,8 @@ def purchase_record(
 
 
 def _purchase_replay(caller: str, key: str, request_hash: str) -> PurchaseResult | None:
+    if not ledger.idempotency_key_used(caller=caller, idempotency_key=key):
+        return None  # the usual case: one cheap query instead of loading two tables' rows
     txn = ledger.transaction_replay(caller=caller, idempotency_key=key, request_hash=request_hash)
     if txn is not None:
         return PurchaseResult(txn, txn.member_points, txn.member, replayed=True)
