@@ -125,11 +125,23 @@ class Account(models.Model):
     member = models.OneToOneField(
         Member, null=True, blank=True, on_delete=models.PROTECT, related_name="wallet"
     )
+    # Partial indexes (Meta): millions of wallets have neither, and a full index would hold
+    # a NULL for each of them.
     partner = models.ForeignKey(
-        "partners.Partner", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "partners.Partner",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
     )
     charity = models.ForeignKey(
-        "charity.Charity", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "charity.Charity",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
     )
     # Member wallets only: the sum of the wallet's entries, and points reserved by holds.
     balance = models.BigIntegerField(default=0)
@@ -138,6 +150,14 @@ class Account(models.Model):
 
     class Meta:
         db_table = "coalition_account"
+        indexes = [
+            models.Index(
+                fields=["partner"], condition=Q(partner__isnull=False), name="account_partner"
+            ),
+            models.Index(
+                fields=["charity"], condition=Q(charity__isnull=False), name="account_charity"
+            ),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(held__gte=0), name="account_held_gte_0"),
             models.CheckConstraint(
