@@ -38,7 +38,7 @@ def _fillfactor(value):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("charity", "0004_donation_receipt_emailed_at"),
+        ("charity", "0003_seed_causes"),
         ("coalition", "0006_statement_balance_check"),
         ("partners", "0005_webhook_sequence_after_commit"),
     ]
