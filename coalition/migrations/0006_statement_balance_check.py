@@ -37,7 +37,7 @@ def _run(name):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("charity", "0004_donation_receipt_emailed_at"),
+        ("charity", "0003_seed_causes"),
         ("coalition", "0005_statement_level_wallet_trigger"),
         ("partners", "0005_webhook_sequence_after_commit"),
     ]
