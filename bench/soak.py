@@ -1,7 +1,7 @@
 """Soak: the API under steady load for a long time (issue 9).
 
     .venv/bin/python -m bench.soak [--minutes 10] [--rate R] [--probe-seconds 20]
-        [--workers W] [--database coalition_soak] [--purchase-share 0.8]
+        [--workers W] [--database coalition_soak] [--purchase-share 0.8] [--write]
 
 What it does
 1. Prepares its own PostgreSQL database on 127.0.0.1:5432 (default `coalition_soak`; the
@@ -19,7 +19,9 @@ What it does
    from when each request was due, so a server that falls behind shows it.
 5. Prints, per minute, requests, errors, p50/p99/max latency; at the start and the end the
    RSS of every process (gunicorn master and workers, the PostgreSQL backends serving the
-   soak, this load generator); then the totals. Exits 1 if any request failed.
+   soak, this load generator); then the totals. Exits 1 if any request failed. With --write
+   the same figures go into BENCHMARKS.md as its soak section (replacing the previous one;
+   `python -m bench` keeps that section when it rewrites the file).
 
 It asserts nothing else: the figures are for a person to read (and the lead to compare).
 """
@@ -307,19 +309,30 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def report(samples: list[Sample], minutes: float) -> int:
+def report(samples: list[Sample], minutes: float) -> tuple[int, list[tuple], tuple]:
+    """Print the per-minute table and the totals; return (errors, minute rows, totals)."""
     print("\nminute  requests  errors   p50 ms   p99 ms   max ms   purchases  me")
     errors = 0
+    rows = []
     for minute in range(int(minutes + 0.999)):
         bucket = [s for s in samples if minute * 60 <= s.due < (minute + 1) * 60]
         latencies = [s.latency * 1000 for s in bucket]
         failed = sum(not s.ok for s in bucket)
         errors += failed
+        row = (
+            minute + 1,
+            len(bucket),
+            failed,
+            percentile(latencies, 0.5),
+            percentile(latencies, 0.99),
+            max(latencies, default=float("nan")),
+            sum(s.operation == "recordPurchase" for s in bucket),
+            sum(s.operation == "me" for s in bucket),
+        )
+        rows.append(row)
         print(
-            f"{minute + 1:>6}  {len(bucket):>8}  {failed:>6}  {percentile(latencies, 0.5):7.1f}"
-            f"  {percentile(latencies, 0.99):7.1f}  {max(latencies, default=float('nan')):7.1f}"
-            f"  {sum(s.operation == 'recordPurchase' for s in bucket):>9}"
-            f"  {sum(s.operation == 'me' for s in bucket):>4}"
+            f"{row[0]:>6}  {row[1]:>8}  {row[2]:>6}  {row[3]:7.1f}  {row[4]:7.1f}  {row[5]:7.1f}"
+            f"  {row[6]:>9}  {row[7]:>4}"
         )
     latencies = [s.latency * 1000 for s in samples]
     error_rate = errors / max(len(samples), 1)
@@ -331,7 +344,73 @@ def report(samples: list[Sample], minutes: float) -> int:
     )
     for sample in [s for s in samples if not s.ok][:5]:
         print(f"  error at {sample.due:.1f}s {sample.operation}: {sample.error}")
-    return errors
+    return errors, rows, (len(samples), errors, error_rate, p50, p99, mean)
+
+
+SOAK_START = "<!-- soak:start (written by python -m bench.soak --write) -->"
+SOAK_END = "<!-- soak:end -->"
+
+
+def soak_markdown(
+    *, args, rate: float, probe: str, rows: list[tuple], totals: tuple, before: dict, after: dict
+) -> str:
+    """The soak's figures as a Markdown section for BENCHMARKS.md."""
+    count, errors, error_rate, p50, p99, mean = totals
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [
+        SOAK_START,
+        "## Soak (issue 9)",
+        "",
+        f"`python -m bench.soak --write` on {stamp}: the API benchmark's mix "
+        f"({args.purchase_share:.0%} `recordPurchase`, the rest the member's `me` history), "
+        f"open loop at **{rate:.0f} requests/s for {args.minutes:g} min** = half the maximum "
+        f"sustainable rate ({probe}); gunicorn with {args.workers} sync workers on loopback, "
+        f"PostgreSQL, {os.cpu_count()} CPUs, load average at the end "
+        f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}.",
+        "",
+        f"**{count:,} requests, {errors} errors (error rate {error_rate:.4%}); "
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, mean {mean:.1f} ms.**",
+        "",
+        f"p99 in the first minute {rows[0][4]:.1f} ms, in the last {rows[-1][4]:.1f} ms; "
+        f"RSS growth per process in the table below.",
+        "",
+        "| minute | requests | errors | p50 ms | p99 ms | max ms | recordPurchase | me |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r[0]} | {r[1]:,} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.1f} "
+        f"| {r[6]:,} | {r[7]:,} |"
+        for r in rows
+    ]
+    lines += ["", "| process | RSS start MiB | RSS end MiB | growth MiB |", "|---|---:|---:|---:|"]
+    for name in sorted(set(before) | set(after)):
+        start, end = before.get(name), after.get(name)
+        growth = f"{(end - start) / 1024:+.1f}" if start and end else "—"
+        lines.append(
+            f"| {name} | {start / 1024 if start else float('nan'):.1f} | "
+            f"{end / 1024 if end else float('nan'):.1f} | {growth} |"
+        )
+    lines += [
+        "",
+        "Latency is counted from when each request was due (open loop), so a server that "
+        "fell behind would show it. PostgreSQL backends are per connection (gunicorn workers "
+        "keep theirs); a process missing at one end has a dash.",
+        SOAK_END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_soak_section(section: str, path: Path = PROJECT / "BENCHMARKS.md") -> None:
+    """Put the soak's section into BENCHMARKS.md, replacing the previous one (python -m bench
+    keeps it when it rewrites the file)."""
+    text = path.read_text() if path.exists() else "# Benchmarks, side by side\n"
+    if SOAK_START in text and SOAK_END in text:
+        head, rest = text.split(SOAK_START, 1)
+        tail = rest.split(SOAK_END, 1)[1].lstrip("\n")
+        text = head + section + ("\n" + tail if tail else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
 
 
 def main() -> int:
@@ -345,6 +424,9 @@ def main() -> int:
     parser.add_argument("--purchase-share", type=float, default=0.8)  # bench/api.py's mix
     parser.add_argument("--database", default="coalition_soak")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--write", action="store_true", help="put the figures into BENCHMARKS.md (soak section)"
+    )
     args = parser.parse_args()
 
     ensure_database(args.database)
@@ -383,12 +465,14 @@ def main() -> int:
         key, people = prepare(url, env, args.members)
         load = Load(url, key, people, args.purchase_share)
         rate = args.rate
+        probe = f"--rate {rate} given"
         if rate is None:
             reached, errors = closed_loop(load, args.probe_clients, args.probe_seconds)
-            print(
-                f"maximum sustainable rate: {reached:.0f} requests/s with {args.probe_clients} "
-                f"clients over {args.probe_seconds:.0f} s ({errors} errors)"
+            probe = (
+                f"{reached:.0f} requests/s reached by {args.probe_clients} closed-loop clients "
+                f"over {args.probe_seconds:.0f} s, {errors} errors"
             )
+            print(f"maximum sustainable rate: {probe}")
             rate = reached / 2
         print(
             f"soak: {rate:.0f} requests/s for {args.minutes:g} min, {args.workers} gunicorn "
@@ -401,7 +485,19 @@ def main() -> int:
         print("\nRSS growth (end - start):")
         for name in sorted(set(before) & set(after)):
             print(f"  {name:<28} {(after[name] - before[name]) / 1024:+8.1f} MiB")
-        errors = report(load.samples, args.minutes)
+        errors, rows, totals = report(load.samples, args.minutes)
+        if args.write:
+            section = soak_markdown(
+                args=args,
+                rate=rate,
+                probe=probe,
+                rows=rows,
+                totals=totals,
+                before=before,
+                after=after,
+            )
+            write_soak_section(section)
+            print("\nwritten to BENCHMARKS.md (soak section)")
         return 1 if errors else 0
     finally:
         server.terminate()
