@@ -11,6 +11,8 @@ class CoalitionConfig(AppConfig):
         # read-only admin of the trail and the outbox.
         from django.conf import settings
 
+        from . import lookups  # noqa: F401  (registers `__any`)
+
         if "django.contrib.admin" in settings.INSTALLED_APPS:
             from .audit import admin_audit_install
             from .reliability_admin import register

@@ -284,7 +284,7 @@ def wallets_lock_sorted(*, member_ids: list[int]) -> dict[int, tuple[int, int, s
         return {}
     wallets = (
         Account.objects.select_for_update(of=("self",))
-        .filter(member_id__in=member_ids, kind=Account.Kind.MEMBER_WALLET)
+        .filter(member_id__any=member_ids, kind=Account.Kind.MEMBER_WALLET)
         .order_by("member_id")
         .values_list("member_id", "id", "balance", "member__status")
     )
@@ -475,7 +475,7 @@ def _write(
         lots,
     )
     moved = sorted({wallets[row.request.member_id][0] for row in rows})
-    Account.objects.filter(id__in=moved).update(last_activity_at=now)
+    Account.objects.filter(id__any=moved).update(last_activity_at=now)
 
 
 def _stored(row: _Row, txn_id: int, caller: str, partner_id, now: datetime) -> LedgerTransaction:
@@ -599,7 +599,7 @@ def qualifying_points_by_member(*, member_ids: list[int], now: datetime) -> dict
     since = now - QUALIFYING_WINDOW
     earned = (
         LedgerTransaction.objects.filter(
-            member_id__in=member_ids, created_at__gt=since, created_at__lte=now
+            member_id__any=member_ids, created_at__gt=since, created_at__lte=now
         )
         .filter(
             Q(kind__in=[Kind.EARN, Kind.BONUS])
@@ -617,7 +617,7 @@ def member_tiers_by_member(*, member_ids: list[int]) -> dict[int, MemberTier]:
     """Members' recorded tier states (with their tier), in one query."""
     if not member_ids:
         return {}
-    states = MemberTier.objects.select_related("tier").filter(member_id__in=member_ids)
+    states = MemberTier.objects.select_related("tier").filter(member_id__any=member_ids)
     return {state.member_id: state for state in states}
 
 
@@ -650,7 +650,7 @@ def _tier_upgrades(*, member_ids: list[int], now: datetime) -> None:
             continue
         upgrades.append((member_id, reached))
     if clear_grace:
-        MemberTier.objects.filter(member_id__in=clear_grace).update(below_since=None)
+        MemberTier.objects.filter(member_id__any=list(clear_grace)).update(below_since=None)
     if upgrades:
         members = Member.objects.in_bulk([member_id for member_id, _ in upgrades])
         for member_id, reached in upgrades:

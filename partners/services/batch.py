@@ -474,7 +474,9 @@ def _resolve_members(
         for p in purchases
         if p.member_number and isinstance(p.member_number, str) and p.member_number.isdigit()
     }
-    by_number = {m.member_number: m for m in Member.objects.filter(member_number__in=numbers)}
+    by_number = {
+        m.member_number: m for m in Member.objects.filter(member_number__any=list(numbers))
+    }
     references = {
         p.customer_reference
         for p in purchases
@@ -484,7 +486,7 @@ def _resolve_members(
     if references:
         linked = dict(
             PartnerIdentity.objects.filter(
-                partner=partner, customer_reference__in=references
+                partner=partner, customer_reference__any=list(references)
             ).values_list("customer_reference", "member_id")
         )
         members = Member.objects.in_bulk(set(linked.values()))
@@ -528,7 +530,7 @@ class _Facts:
 def _facts(partner: Partner, promotions: list[Promotion], purchases: list[_Purchase]) -> _Facts:
     member_ids = sorted({p.member.pk for p in purchases})
     earns = LedgerTransaction.objects.filter(
-        member_id__in=member_ids, kind=LedgerTransaction.Kind.EARN
+        member_id__any=list(member_ids), kind=LedgerTransaction.Kind.EARN
     ).order_by()
     earned_at_partner: set[int] = set()
     if any(p.first_purchase_only for p in promotions):
@@ -539,7 +541,7 @@ def _facts(partner: Partner, promotions: list[Promotion], purchases: list[_Purch
     limited = [p.pk for p in promotions if p.per_member_limit is not None]
     if limited:
         rows = PromotionAward.objects.filter(
-            promotion_id__in=limited, member_id__in=member_ids
+            promotion_id__in=limited, member_id__any=list(member_ids)
         ).values_list("promotion_id", "member_id")
         award_counts.update(rows)
     cross_brand = [p for p in promotions if p.kind == Promotion.Kind.CROSS_BRAND]
@@ -564,7 +566,7 @@ def _facts(partner: Partner, promotions: list[Promotion], purchases: list[_Purch
                 cross_awarded[(promotion.pk, month)] = set(
                     PromotionAward.objects.filter(
                         promotion=promotion,
-                        member_id__in=member_ids,
+                        member_id__any=list(member_ids),
                         transaction__created_at__gte=month[0],
                         transaction__created_at__lt=month[1],
                     ).values_list("member_id", flat=True)
@@ -977,7 +979,7 @@ def _follow_up(
     # the member's reverse relation: partners does not import charity at module level).
     giving = set(
         Member.objects.filter(
-            pk__in={item.purchase.member.pk for item in posted},
+            pk__any=list({item.purchase.member.pk for item in posted}),
             giving_preference__round_up_charity__isnull=False,
         ).values_list("pk", flat=True)
     )
