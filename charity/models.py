@@ -198,6 +198,9 @@ class Donation(models.Model):
         related_name="matched_donation",
     )
     created_at = models.DateTimeField(default=timezone.now)
+    # When the receipt mail went out (issue 9): the mail job, dispatched at least once by
+    # the outbox relay, sends it only while this is empty.
+    receipt_emailed_at = models.DateTimeField(null=True, blank=True)
     # An operator refund (before disbursement): the reversing transactions and who did it.
     refunded_at = models.DateTimeField(null=True, blank=True)
     refunded_by = models.ForeignKey(

@@ -11,16 +11,21 @@ Recorded
 
 `AuditEvent` rows are append-only (PostgreSQL triggers) and read-only in the admin.
 Secrets are never copied into the trail: fields named like passwords, digests, secrets and
-tokens are replaced by "[redacted]".
+tokens are replaced by "[redacted]". Nor is a person's data (a member's email, name, birth
+date, referral code; a partner's customer reference): it is replaced by a keyed pseudonym,
+so the trail shows that it changed, and an erasure leaves nothing of the person in it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 
@@ -30,6 +35,12 @@ logger = logging.getLogger(__name__)
 
 REDACTED = "[redacted]"
 SECRET_FIELDS = ("password", "digest", "secret", "token", "api_key")
+# A person's data, pseudonymised in the trail (issue 9: erasure cannot reach the append-only
+# trail, so the trail never holds it).
+PERSONAL_FIELDS = {
+    "coalition.member": ("email", "display_name", "birth_date", "referral_code"),
+    "partners.partneridentity": ("customer_reference",),
+}
 # Admin-registered models whose changes are not themselves audited.
 NOT_AUDITED = {"coalition.auditevent", "coalition.outboxmessage", "admin.logentry"}
 
@@ -38,15 +49,32 @@ def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
 
 
-def snapshot(instance: models.Model | None) -> dict | None:
-    """The object's concrete field values, JSON-safe, secrets redacted (None: no object)."""
+def _pseudonym(label: str, field: str, value: Any) -> str:
+    """A stable keyed digest of a personal value: equal values give equal pseudonyms, so the
+    trail still shows *whether* a field changed, but never the value itself."""
+    digest = hmac.new(
+        settings.SECRET_KEY.encode(), f"{label}.{field}:{value}".encode(), hashlib.sha256
+    ).hexdigest()
+    return f"[personal:{digest[:12]}]"
+
+
+def snapshot(instance: models.Model | None, *, personal: bool = False) -> dict | None:
+    """The object's concrete field values, JSON-safe, secrets redacted (None: no object).
+
+    A person's data (PERSONAL_FIELDS) is replaced by a pseudonym unless `personal` is true
+    (the member's own export): the trail is append-only, so what it holds would outlive an
+    erasure of the person."""
     if instance is None:
         return None
+    label = instance._meta.label_lower
+    personal_fields = () if personal else PERSONAL_FIELDS.get(label, ())
     values = {}
     for field in instance._meta.concrete_fields:
         value = getattr(instance, field.attname)
         if any(word in field.name for word in SECRET_FIELDS):
             value = REDACTED if value else value
+        elif field.name in personal_fields and value not in (None, ""):
+            value = _pseudonym(label, field.name, value)
         values[field.attname] = value
     return _json_safe(values)
 

@@ -14,7 +14,9 @@ task sent with `retry=False`, so a broker outage costs the write nothing; the be
 Dispatch. `outbox_relay(batch)` takes undispatched rows in id order with
 `SELECT … FOR UPDATE SKIP LOCKED`, calls the handler registered for each row's topic inside a
 savepoint, and marks the row dispatched in the same transaction. Only one relay dispatches at
-a time (a PostgreSQL advisory lock; others return at once), so rows are handled in id order —
+a time (a transaction-level PostgreSQL advisory lock, `pg_try_advisory_xact_lock`, taken by
+each batch's transaction and released by its commit, so it works behind PgBouncer in
+transaction pooling mode; others return at once), so rows are handled in id order —
 partner webhooks rely on it to number events per partner. A handler that raises leaves its
 row pending with `attempts`, `last_error` and a backoff; a broker outage (kombu
 OperationalError, connection refused) stops the batch, since every later row would fail the
@@ -168,26 +170,28 @@ def retry_delay(attempts: int) -> timedelta:
 
 
 def outbox_relay(batch: int = DEFAULT_BATCH, *, now: datetime | None = None) -> int:
-    """Dispatch the due rows in id order, each at most once per run. Returns how many were
-    dispatched. Returns 0 at once while another relay is running (it drains the rows)."""
+    """Dispatch the due rows in id order, each at most once. Returns how many were
+    dispatched. Returns at once while another relay is dispatching (it drains the rows).
+
+    Each batch is one database transaction that first takes a transaction-level advisory
+    lock (`pg_try_advisory_xact_lock`): it is released by the commit or rollback itself, so
+    it holds behind PgBouncer in transaction pooling mode, where a session-level lock could
+    be taken on one server connection and "released" on another. The rows are claimed
+    `FOR UPDATE SKIP LOCKED` as well, and a claimed row is marked dispatched in the batch's
+    own transaction, so two relays never dispatch the same row."""
     dispatched = 0
     last_id = 0
     while True:
-        if not _relay_lock():
+        count, claimed_up_to, stopped = _relay_batch(batch, now=now, after_id=last_id)
+        dispatched += count
+        if stopped:  # the broker is unreachable, or another relay holds the lock
             return dispatched
-        try:
-            while True:
-                count, claimed_up_to, stopped = _relay_batch(batch, now=now, after_id=last_id)
-                dispatched += count
-                if stopped or claimed_up_to is None:
-                    break
-                last_id = claimed_up_to
-        finally:
-            _relay_unlock()
-        if stopped:
-            return dispatched
-        # A nudge refused while we held the lock committed rows we may not have seen: look
-        # again now that the lock is released, so no committed row waits for the beat.
+        if claimed_up_to is not None:
+            last_id = claimed_up_to
+            continue
+        # Nothing left. A nudge refused while our last batch held the lock may have
+        # committed rows that batch did not see: look again now that the commit released
+        # the lock, so no committed row waits for the beat.
         if not _due(now).filter(id__gt=last_id).exists():
             return dispatched
 
@@ -203,9 +207,12 @@ def _relay_batch(
     batch: int, *, now: datetime | None, after_id: int
 ) -> tuple[int, int | None, bool]:
     """One transaction: claim up to `batch` due rows after `after_id`, run their handlers,
-    mark them. Returns (rows dispatched, last id claimed or None, broker unreachable)."""
+    mark them. Returns (rows dispatched, last id claimed or None, stop: the broker is
+    unreachable or another relay holds the lock)."""
     dispatched = 0
     with transaction.atomic():
+        if not _relay_lock():
+            return 0, None, True  # another relay is dispatching: it drains the rows
         claim = _due(now).filter(id__gt=after_id).select_for_update(skip_locked=True)
         rows = list(claim.order_by("id")[:batch])
         if not rows:
@@ -237,18 +244,13 @@ def _failed(row: OutboxMessage, exc: BaseException, *, now: datetime | None, bac
 
 
 def _relay_lock() -> bool:
+    """Take the relay's lock for the current database transaction (released by its commit
+    or rollback: no unlock to forget, and safe behind a transaction-pooling PgBouncer)."""
     if connection.vendor != "postgresql":
         return True  # the embedded SQLite demo: one process, one writer
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [RELAY_LOCK_KEY])
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [RELAY_LOCK_KEY])
         return bool(cursor.fetchone()[0])
-
-
-def _relay_unlock() -> None:
-    if connection.vendor != "postgresql":
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_unlock(%s)", [RELAY_LOCK_KEY])
 
 
 def outbox_purge(*, older_than: timedelta = timedelta(days=7)) -> int:

@@ -258,23 +258,26 @@ def purchase_import_create(
 
 
 def purchase_import_enqueue(*, purchase_import: PurchaseImport) -> int:
-    """Hand every unfinished chunk to the workers (after the commit). Returns how many."""
-    from .tasks import import_purchases_chunk
+    """Hand every unfinished chunk to the workers (after the commit). Returns how many.
 
-    PurchaseImport.objects.filter(
-        pk=purchase_import.pk, status=PurchaseImport.Status.PENDING
-    ).update(status=PurchaseImport.Status.RUNNING)
-    chunks = list(
-        purchase_import.chunks.filter(finished_at__isnull=True)
-        .order_by("start_row")
-        .values_list("start_row", "row_count")
-    )
+    The chunk jobs are recorded in the outbox in the same transaction as the import's move
+    to "running" (issue 9): a broker outage or a crash after the commit loses none of them
+    (a chunk run twice is counted once)."""
+    from coalition.outbox import celery_task_enqueue
 
-    def send() -> None:
+    with transaction.atomic():
+        PurchaseImport.objects.filter(
+            pk=purchase_import.pk, status=PurchaseImport.Status.PENDING
+        ).update(status=PurchaseImport.Status.RUNNING)
+        chunks = list(
+            purchase_import.chunks.filter(finished_at__isnull=True)
+            .order_by("start_row")
+            .values_list("start_row", "row_count")
+        )
         for start_row, row_count in chunks:
-            import_purchases_chunk.delay(purchase_import.pk, start_row, row_count)
-
-    transaction.on_commit(send)
+            celery_task_enqueue(
+                "partners.tasks.import_purchases_chunk", purchase_import.pk, start_row, row_count
+            )
     return len(chunks)
 
 

@@ -61,6 +61,16 @@ def reconcile_run(self, run_id: int) -> bool:
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
 
 
+@shared_task(name="settlement.tasks.announce_statements", acks_late=True)
+def announce_statements(run_id: int) -> int:
+    """Tell each partner of an approved run that its statement is ready (sent from the
+    outbox after the approval commits). Idempotent: each statement is announced once per
+    run and partner. Returns how many were announced now."""
+    from .services.statements import statements_announce
+
+    return statements_announce(run_id=run_id)
+
+
 @shared_task(name="settlement.tasks.process_pending_stripe_events")
 def process_pending_stripe_events() -> int:
     """Periodic: queue again the recorded webhook events not processed after a minute (a lost

@@ -212,9 +212,21 @@ def charity_set_status(
         reason=reason,
         created_at=now or timezone.now(),
     )
+    from_status = locked.status
     locked.status = status
     locked.save(update_fields=["status"])
     charity.status = status
+    if changed_by is not None:
+        from coalition.audit import audit_record  # issue 9: staff actions are audited
+
+        audit_record(
+            actor=changed_by,
+            action="charity.set_status",
+            object_type="charity.charity",
+            object_id=locked.pk,
+            before={"status": from_status},
+            after={"status": status, "reason": reason},
+        )
     return locked
 
 

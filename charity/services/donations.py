@@ -14,13 +14,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction as db_transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from coalition import services as ledger
 from coalition.models import LedgerTransaction, Member
 from coalition.money import points_value
+from coalition.outbox import celery_task_enqueue
 
 from .. import settlement_bridge
 from ..errors import AlreadyReversed, InvalidInput, InvalidState
@@ -188,14 +188,10 @@ def donation_create(
     )
     if source == Source.MEMBER:
         # Automatic giving is listed on the annual statement instead of a mail per earn.
-        db_transaction.on_commit(lambda: _email_receipt(donation.pk))
+        # The receipt mail is recorded in the outbox in this very transaction (issue 9): it
+        # is sent once the donation commits, even if the broker is down at that moment.
+        celery_task_enqueue("charity.tasks.email_receipt", donation.pk)
     return donation
-
-
-def _email_receipt(donation_id: int) -> None:
-    from ..tasks import email_receipt
-
-    email_receipt.delay(donation_id)
 
 
 @ledger.ledger_write
@@ -260,6 +256,21 @@ def donation_refund(
             "refunded_by",
             "refund_reason",
         ]
+    )
+    from coalition.audit import audit_record  # issue 9: staff actions are audited
+
+    audit_record(
+        actor=refunded_by,
+        action="donation.refund",
+        object_type="charity.donation",
+        object_id=locked.pk,
+        before={"refunded": False, "points": locked.points, "matchedPoints": locked.matched_points},
+        after={
+            "refunded": True,
+            "reason": reason,
+            "refundTransaction": locked.refund_transaction_id,
+            "matchRefundTransaction": locked.match_refund_transaction_id,
+        },
     )
     return locked
 

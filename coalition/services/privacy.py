@@ -21,7 +21,8 @@ Erasure. `member_erase(member=…, staff_user=…)` anonymises the person and ke
   A negative balance (a refund after spending) stays as it is: it is a debt of record;
 - apps remove what links the person to them through erase hooks,
   `settings.COALITION_PRIVACY["ERASE_HOOKS"]`: dotted paths of `fn(member) -> int` (the
-  partners app deletes its customer-reference identities);
+  partners app deletes its customer-reference identities, the charity app the giving
+  preferences, the web portal the stored sessions);
 - the audit trail records who erased whom and what was forfeited — never the erased data.
 
 Both are idempotent: erasing an erased member changes nothing more.
@@ -168,7 +169,9 @@ def member_export(member: Member) -> dict[str, Any]:
             **{relation.field.name: member}
         ).order_by("pk")
         if rows.exists():
-            export["related"][relation.related_model._meta.label] = [snapshot(row) for row in rows]
+            export["related"][relation.related_model._meta.label] = [
+                snapshot(row, personal=True) for row in rows
+            ]
     for name, dotted in _privacy_setting("EXPORT_SECTIONS").items():
         export[name] = import_string(dotted)(member)
     return export

@@ -273,7 +273,11 @@ for _handler in LOGGING["handlers"].values():
 # and extra export sections ({name: dotted path}); rows pointing at a member are exported
 # automatically.
 COALITION_PRIVACY = {
-    "ERASE_HOOKS": ["partners.privacy.member_identities_erase"],
+    "ERASE_HOOKS": [
+        "partners.privacy.member_identities_erase",
+        "charity.privacy.member_giving_erase",
+        "web.privacy.member_sessions_erase",
+    ],
     "EXPORT_SECTIONS": {},
 }
 

@@ -35,7 +35,16 @@ def record_transition(
     label: str | None = None,
     note: str = "",
 ) -> SettlementTransition:
-    """Log one state change of a run or line: who (a staff user or the system) and when."""
+    """Log one state change of a run or line: who (a staff user or the system) and when.
+
+    A change made by a staff user (create, approve, discard, execute, retry, carry forward,
+    …) also lands in the audit trail (issue 9), in the same database transaction, with the
+    status before and after; the system's own moves (Stripe answers, webhooks) are in the
+    transition log only."""
+    if user is not None:
+        _audit_transition(
+            run=run, line=line, from_status=from_status, to_status=to_status, user=user, note=note
+        )
     return SettlementTransition.objects.create(
         run=run,
         line=line,
@@ -54,3 +63,39 @@ def partner_minimum() -> Decimal:
 
 def charity_minimum() -> Decimal:
     return Decimal(str(getattr(settings, "SETTLEMENT_CHARITY_MINIMUM", partner_minimum())))
+
+
+def _audit_transition(
+    *,
+    run: SettlementRun,
+    line: SettlementLine | None,
+    from_status: str,
+    to_status: str,
+    user: Any,
+    note: str,
+) -> None:
+    from coalition.audit import audit_record
+
+    subject = line if line is not None else run
+    kind = "line" if line is not None else "run"
+    after: dict[str, Any] = {"status": to_status}
+    if note:
+        after["note"] = note[:2000]
+    if line is not None:
+        after |= {
+            "run": run.pk,
+            "counterparty": line.counterparty_label,
+            "netAmount": str(line.net_amount),
+            "currency": line.currency,
+            "attempt": line.attempt,
+        }
+    else:
+        after |= {"periodEnd": run.period_end.isoformat() if run.period_end else None}
+    audit_record(
+        actor=user,
+        action=f"settlement.{kind}.{to_status}",
+        object_type=subject._meta.label_lower,
+        object_id=subject.pk,
+        before={"status": from_status} if from_status else None,
+        after=after,
+    )

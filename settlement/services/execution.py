@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from coalition.money import to_minor_units
+from coalition.outbox import celery_task_enqueue
 
 from .. import stripe_gateway as gateway
 from ..models import SettlementLine, SettlementRun
@@ -281,7 +282,6 @@ def run_finish_if_done(*, run: SettlementRun, label: str | None, user: Any = Non
         label=label if user is None else None,
     )
     if from_status == RunStatus.EXECUTING:
-        from ..tasks import reconcile_run
-
-        run_id = run.pk
-        transaction.on_commit(lambda: reconcile_run.delay(run_id), robust=True)
+        # Reconcile once the run's end commits (outbox, issue 9: nothing lost to a broker
+        # outage; reconciling twice only records a second, identical report).
+        celery_task_enqueue("settlement.tasks.reconcile_run", run.pk)

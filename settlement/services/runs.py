@@ -9,6 +9,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from coalition.outbox import celery_task_enqueue
 from coalition.services import programme_get
 
 from ..errors import InvalidInput, InvalidState, NotFound, PermissionDenied
@@ -88,9 +89,10 @@ def run_approve(*, run: SettlementRun, approved_by: Any) -> SettlementRun:
         run.approved_at = timezone.now()
         _move(run, Status.APPROVED, user=approved_by)
         run.save(update_fields=["status", "approved_by", "approved_at"])
-        from .statements import statements_announce
-
-        transaction.on_commit(lambda: statements_announce(run_id=run.pk), robust=True)
+        # Partners hear that their statements are ready once the approval commits (through
+        # the outbox, issue 9: recorded in this transaction, so a broker outage or a crash
+        # after the commit loses nothing; the job announces each statement once).
+        celery_task_enqueue("settlement.tasks.announce_statements", run.pk)
     return run
 
 
@@ -126,11 +128,11 @@ def run_execute(*, run: SettlementRun, started_by: Any) -> SettlementRun:
 
 
 def _enqueue_execution(run_id: int) -> None:
-    from ..tasks import execute_run
-
-    # Robust: with tasks run in-process, a transient Stripe failure must not undo the
-    # caller's answer; the periodic `resume_executing_runs` picks the run up again.
-    transaction.on_commit(lambda: execute_run.delay(run_id), robust=True)
+    """Execute the run once the caller's transaction commits: recorded in the outbox in
+    that transaction (issue 9), dispatched by the relay. Executing twice is harmless (lines
+    are locked, Stripe calls idempotent); a failure of the job in-process does not undo the
+    caller's answer, and the periodic `resume_executing_runs` picks the run up again."""
+    celery_task_enqueue("settlement.tasks.execute_run", run_id)
 
 
 def _lock_line(line: SettlementLine | int) -> SettlementLine:

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from charity.models import Charity
 from coalition.money import minor_exponent, round_money
+from coalition.outbox import celery_task_enqueue
 from partners.models import Partner
 
 from .. import stripe_gateway as gateway
@@ -63,22 +64,16 @@ def stripe_event_receive(*, event: gateway.WebhookEvent) -> tuple[StripeEvent, b
                 outcome="" if handled else "ignored: not an event settlement handles",
             )
             if handled:
-                from ..tasks import process_stripe_event
-
-                # Robust: the event is recorded; a failure to process it now must not turn
-                # Stripe's delivery into an error (`process_pending_stripe_events` retries).
-                transaction.on_commit(
-                    lambda: process_stripe_event.delay(stored.event_id), robust=True
-                )
+                # Processed after the commit through the outbox (issue 9): recorded with the
+                # event, so a broker outage loses nothing, and a failure to process it now
+                # does not turn Stripe's delivery into an error (the relay and
+                # `process_pending_stripe_events` try again; processing is once per event).
+                celery_task_enqueue("settlement.tasks.process_stripe_event", stored.event_id)
     except IntegrityError:
         existing = StripeEvent.objects.get(event_id=event.id)
         if existing.processed_at is None and handled:
             # Delivered again while still unprocessed (its processing failed): try again.
-            from ..tasks import process_stripe_event
-
-            transaction.on_commit(
-                lambda: process_stripe_event.delay(existing.event_id), robust=True
-            )
+            celery_task_enqueue("settlement.tasks.process_stripe_event", existing.event_id)
         return existing, False
     return stored, True
 

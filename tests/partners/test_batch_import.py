@@ -512,12 +512,22 @@ def test_import_through_the_workers(purchase_file, partner, tmp_path, settings, 
     path, member = purchase_file
     settings.CELERY_TASK_ALWAYS_EAGER = False
     sent = []
-    monkeypatch.setattr(tasks.import_purchases_chunk, "delay", lambda *args: sent.append(args))
+    monkeypatch.setattr(
+        tasks.import_purchases_chunk,
+        "apply_async",
+        lambda args=(), kwargs=None, **options: sent.append(tuple(args)),
+    )
+    # (no relay nudge is published to a real broker: the test runs the relay itself)
+    monkeypatch.setattr("coalition.outbox.outbox_nudge", lambda: None)
     out = io.StringIO()
 
-    # When the file is imported without --sync
+    # When the file is imported without --sync, and the outbox relay runs (issue 9: the
+    # chunk jobs are recorded with the import and sent by the relay)
     with django_capture_on_commit_callbacks(execute=True):
         call_command("import_purchases", partner.code, str(path), "--chunk", "3", stdout=out)
+    from coalition.outbox import outbox_relay
+
+    assert outbox_relay() == 3
 
     # Then its 3 chunks were sent, and nothing was recorded yet
     imported = PurchaseImport.objects.get()

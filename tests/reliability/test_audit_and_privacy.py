@@ -111,6 +111,25 @@ def test_admin_bulk_actions_are_audited_per_object(operator, member, other_partn
     assert (event.before["status"], event.after["status"]) == ("active", "suspended")
 
 
+def test_the_trail_never_holds_a_members_personal_data(operator, member, staff_user):
+    """The trail is append-only, so an erasure could not reach what it holds: a member's
+    email, name, birth date and referral code are kept there as keyed pseudonyms (equal
+    values, equal pseudonyms: a change still shows)."""
+    email, name = member.email, member.display_name
+    operator.post(
+        "/admin/coalition/member/", {"action": "suspend", "_selected_action": [member.pk]}
+    )
+    event = AuditEvent.objects.get(action="admin.action:suspend")
+    assert event.before["email"].startswith("[personal:")
+    assert event.before["email"] == event.after["email"]  # unchanged, and shown as such
+
+    services.member_erase(member=member, staff_user=staff_user)
+
+    trail = json.dumps(list(AuditEvent.objects.values("actor_label", "before", "after")))
+    assert email not in trail and name not in trail
+    # (the member's own export still shows them their data in clear)
+
+
 def test_partner_admin_changes_are_audited(operator, programme):
     partner, _ = factories.onboarded_partner()
 
