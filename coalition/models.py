@@ -489,6 +489,9 @@ class TierChange(models.Model):
     qualifying_points = models.BigIntegerField()
     reason = models.CharField(max_length=32)  # "earn" or "recalculation"
     created_at = models.DateTimeField(default=timezone.now)
+    # When the member was told (coalition.tasks.notify_tier_change): the outbox delivers at
+    # least once, this makes the mail go once.
+    notified_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "coalition_tier_change"

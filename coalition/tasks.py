@@ -26,26 +26,43 @@ def recalculate_tiers() -> dict:
 
 
 @shared_task(name="coalition.tasks.notify_tier_change")
-def notify_tier_change(tier_change_id: int) -> None:
-    """Tell the member about a new tier (email backend from settings)."""
+def notify_tier_change(tier_change_id: int) -> bool:
+    """Tell the member about a new tier, once (email backend from settings). Returns whether
+    a mail was sent now.
+
+    Dispatched from the outbox, at least once: the change is locked while the mail is sent and
+    `notified_at` is set in the same transaction, so a relay retry or a redelivered task finds
+    it done. An erased member (issue 9) gets no mail."""
     from django.core.mail import send_mail
+    from django.db import transaction
+    from django.utils import timezone
 
     from .models import TierChange
 
-    change = TierChange.objects.select_related("member", "to_tier").filter(pk=tier_change_id)
-    change = change.first()
-    if change is None:
-        return
-    direction = "up" if change.reason == "earn" else "now"
-    send_mail(
-        subject=f"Your tier is {direction} {change.to_tier.name}",
-        message=(
-            f"Hello {change.member.display_name},\n\nyour tier is now {change.to_tier.name} "
-            f"({change.qualifying_points} qualifying points in the last 12 months)."
-        ),
-        from_email=None,
-        recipient_list=[change.member.email],
-    )
+    with transaction.atomic():
+        change = (
+            TierChange.objects.select_for_update(of=("self",))
+            .select_related("member", "to_tier")
+            .filter(pk=tier_change_id)
+            .first()
+        )
+        if change is None or change.notified_at is not None:
+            return False
+        email = change.member.email
+        if not email or email.endswith("@invalid"):
+            return False
+        direction = "up" if change.reason == "earn" else "now"
+        send_mail(
+            subject=f"Your tier is {direction} {change.to_tier.name}",
+            message=(
+                f"Hello {change.member.display_name},\n\nyour tier is now {change.to_tier.name} "
+                f"({change.qualifying_points} qualifying points in the last 12 months)."
+            ),
+            from_email=None,
+            recipient_list=[email],
+        )
+        TierChange.objects.filter(pk=change.pk).update(notified_at=timezone.now())
+    return True
 
 
 # --------------------------------------------------------------------------- outbox (issue 9)

@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from coalition import outbox
-from coalition.models import OutboxMessage, Tier
+from coalition.models import OutboxMessage, Tier, TierChange
 from partners import webhooks
 from partners.models import WebhookDelivery, WebhookEvent
 from partners.services import purchase_record
@@ -105,6 +105,11 @@ def test_a_broker_outage_loses_nothing_and_every_event_is_delivered_once(
 
         for event in events:
             deliver_webhook_event.delay(event.pk)
+        # and every tier notification too,
+        from coalition.tasks import notify_tier_change
+
+        for change in TierChange.objects.all():
+            notify_tier_change.delay(change.pk)
 
     # then every event reached the receiver exactly once, numbered in order without gaps,
     counts = counting_receiver.counts()
@@ -119,6 +124,7 @@ def test_a_broker_outage_loses_nothing_and_every_event_is_delivered_once(
         shopper.email for shopper in shop.shoppers
     )
     assert {message.subject for message in mail.outbox} == {"Your tier is up Gold"}
+    assert not TierChange.objects.filter(notified_at__isnull=True).exists()
     assert not OutboxMessage.objects.filter(dispatched_at__isnull=True).exists()
 
 
