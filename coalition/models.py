@@ -308,10 +308,18 @@ class LedgerTransaction(models.Model):
 class Entry(models.Model):
     """One leg of a transaction: signed whole points on one account. Append-only."""
 
+    # No database foreign keys here and on lots (db_constraint=False): a row-level FK check
+    # per entry at commit, each taking a KEY SHARE lock on its parent, put every posting of a
+    # partner on that partner's issued-account row. The ledger's statement-level trigger
+    # checks instead, once per INSERT, that the transactions and accounts exist
+    # (coalition/sql/postgresql_entry_references.sql); parents are never deleted (transactions
+    # are immutable; accounts and members refuse deletion while entries or lots point at them).
     transaction = models.ForeignKey(
-        LedgerTransaction, on_delete=models.PROTECT, related_name="entries"
+        LedgerTransaction, on_delete=models.PROTECT, related_name="entries", db_constraint=False
     )
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="entries", db_constraint=False
+    )
     points = models.BigIntegerField()
 
     class Meta:
@@ -328,9 +336,12 @@ class Entry(models.Model):
 class PointLot(models.Model):
     """Points earned together, expiring together. Spending consumes earliest-expiring first."""
 
-    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="lots")
+    # Checked by trigger, not by foreign key: see Entry.
+    member = models.ForeignKey(
+        Member, on_delete=models.PROTECT, related_name="lots", db_constraint=False
+    )
     transaction = models.ForeignKey(
-        LedgerTransaction, on_delete=models.PROTECT, related_name="lots"
+        LedgerTransaction, on_delete=models.PROTECT, related_name="lots", db_constraint=False
     )
     points = models.BigIntegerField()
     remaining = models.BigIntegerField()

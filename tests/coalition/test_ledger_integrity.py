@@ -8,7 +8,7 @@ from django.core.management import call_command
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
 from coalition import selectors
-from coalition.models import Account, Entry, LedgerTransaction
+from coalition.models import Account, Entry, LedgerTransaction, PointLot
 from tests import factories
 
 
@@ -347,3 +347,68 @@ def test_check_ledger_names_a_broken_invariant_and_exits_1(member, partner, brea
     assert invariant.format(wallet=wallet.pk) in stderr.splitlines()
     assert stdout.strip().startswith("ledger broken:")
     assert not selectors.ledger_check().ok
+
+
+# --------------------------------------------------------------------------- references
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_entries_must_point_at_a_transaction_and_accounts_that_exist(funded):
+    # Given a wallet with 100 points and an account id nobody has
+    wallet, issued, _ = funded
+    missing_account = Account.objects.order_by("-id").first().pk + 1000
+
+    # When raw SQL writes balanced legs for a transaction that does not exist
+    with pytest.raises(IntegrityError, match="which does not exist"):
+        with transaction.atomic(), connection.cursor() as cursor:
+            insert_entries(cursor, transaction_id=10**12, legs=[(wallet.pk, 10), (issued.pk, -10)])
+    # or legs on an account that does not exist
+    with pytest.raises(IntegrityError, match=f"account {missing_account}, which does not"):
+        with transaction.atomic(), connection.cursor() as cursor:
+            txn_id = insert_transaction(cursor, kind="earn", member_id=wallet.member_id)
+            insert_entries(
+                cursor, transaction_id=txn_id, legs=[(wallet.pk, 10), (missing_account, -10)]
+            )
+
+    # Then both were refused and the ledger is as it was
+    assert factories.wallet(wallet.member).balance == 100
+    assert selectors.ledger_check().ok
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_lot_must_point_at_a_member_and_a_transaction_that_exist(funded):
+    wallet, _, earn = funded
+
+    # When raw SQL writes a lot for a member that does not exist
+    with pytest.raises(IntegrityError, match="which does not exist"):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO coalition_lot (member_id, transaction_id, points, remaining, "
+                "created_at) VALUES (%s, %s, 5, 5, now())",
+                [10**12, earn.pk],
+            )
+
+    # Then it was refused
+    assert not PointLot.objects.filter(member_id=10**12).exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_accounts_with_entries_and_members_with_lots_cannot_be_deleted(funded):
+    # Given a wallet with 100 points from an earn (entries on it, a lot of its member)
+    wallet, issued, _ = funded
+
+    # When raw SQL deletes the partner's issued account, or the member
+    for statement, params, message in [
+        ("DELETE FROM coalition_account WHERE id = %s", [issued.pk], "has entries"),
+        ("DELETE FROM coalition_member WHERE id = %s", [wallet.member_id], "has point lots"),
+    ]:
+        with pytest.raises(IntegrityError, match=message):
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(statement, params)
+
+    # Then both are still there and the ledger still ties
+    assert Account.objects.filter(pk=issued.pk).exists()
+    assert selectors.ledger_check().ok
