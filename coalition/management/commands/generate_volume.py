@@ -12,6 +12,11 @@ never more than the member has: the whole history is simulated in Python, in tim
 the wallets' balances and the lots' remaining points are loaded as the simulation left them,
 so that `manage.py check_ledger` passes afterwards.
 
+It streams: the window is cut into slices of at most CHUNK (50,000) events, each simulated
+and then COPYed at once (transactions, entries, donations, and the lots the slice used up);
+only the members' wallets and their still-open lots stay in memory, and those lots are
+written at the end. Memory grows with members and open lots, not with transactions.
+
 As superuser the load runs with `session_replication_role = replica` (the ledger triggers and
 foreign-key checks are off for this one transaction; the simulation keeps everything
 consistent); otherwise the triggers run on every row (much slower) and keep the balances.
@@ -47,6 +52,7 @@ from coalition.services import (
 )
 
 SLICES_PER_MONTH = 4
+CHUNK = 50_000  # events (or members) simulated and COPYed at a time
 MIN_SPEND = 100
 EXPIRY_SHARE = 0.04
 MIX = (("earn", 0.75), ("burn", 0.17), ("donate", 0.08))
@@ -247,12 +253,16 @@ class Command(BaseCommand):
                 created_at.isoformat(),
             )
             wallets.append(_Wallet(account_ids[index], created_at))
+            if member_table.rows >= CHUNK:
+                written += member_table.flush(cursor)
         written += member_table.flush(cursor)
         wallet_columns = ["id", "kind", "member_id", "balance", "held", "last_activity_at"]
         if not fast:
             table = _Table(Account, wallet_columns)
             for member_id, wallet in zip(member_ids, wallets, strict=True):
                 table.add(str(wallet.account_id), "member_wallet", str(member_id), "0", "0", r"\N")
+                if table.rows >= CHUNK:
+                    written += table.flush(cursor)
             written += table.flush(cursor)
 
         # The timeline: opening earns before the window for the members whose points will
@@ -273,10 +283,17 @@ class Command(BaseCommand):
             openings.append((earned_at, "open", member))
             expiries.append((expires_at, "expire", member))
         regular = count - len(openings) - len(expiries)
-        slices = max(1, options["months"] * SLICES_PER_MONTH)
+        slices = max(1, options["months"] * SLICES_PER_MONTH, -(-regular // CHUNK))
         per_slice = [regular // slices + (1 if i < regular % slices else 0) for i in range(slices)]
-        expiries.sort()
-        lots: list[list] = []  # [id, member index, txn id, points, remaining, expires_at, at]
+        expiries = deque(sorted(expiries))
+        # Lots are [id, member index, txn id, points, remaining, expires_at, at]: each one is
+        # written when it is used up (lot_table, flushed with its slice) or, still open, at
+        # the end from its wallet.
+        lot_table = _Table(
+            PointLot,
+            ["id", "member_id", "transaction_id", "points", "remaining", "expires_at",
+             "created_at"],
+        )  # fmt: skip
         donations: list[tuple] = []
         state = {
             "rng": rng,
@@ -289,16 +306,19 @@ class Command(BaseCommand):
             "redeemed": redeemed,
             "received": received,
             "breakage": breakage,
-            "lots": lots,
+            "lot_table": lot_table,
             "donations": donations,
+            "donation_models": (Donation, ReceiptSequence, RECEIPT_PREFIX),
             "run": run,
             "serial": 0,
         }
         transactions = 0
-        events = sorted(openings)
-        written_now, made = self._post_events(cursor, state, events)
-        written += written_now
-        transactions += made
+        openings.sort()
+        for start in range(0, len(openings), CHUNK):
+            written_now, made = self._post_events(cursor, state, openings[start : start + CHUNK])
+            written += written_now
+            transactions += made
+        del openings
         slice_length = window / slices
         for index in range(slices):
             begin = window_start + timedelta(seconds=slice_length * index)
@@ -308,32 +328,20 @@ class Command(BaseCommand):
                 for _ in range(per_slice[index])
             ]
             while expiries and (expiries[0][0] < end or index == slices - 1):
-                events.append(expiries.pop(0))
+                events.append(expiries.popleft())
             events.sort(key=lambda event: event[0])
             written_now, made = self._post_events(cursor, state, events)
             written += written_now
             transactions += made
 
-        # What the simulation left: lots, donations, and the wallets (or their activity).
-        lot_table = _Table(
-            PointLot,
-            [
-                "id",
-                "member_id",
-                "transaction_id",
-                "points",
-                "remaining",
-                "expires_at",
-                "created_at",
-            ],
-        )
-        for lot_id, member, txn_id, points, remaining, expires_at, created_at in lots:
-            lot_table.add(
-                str(lot_id), str(member_ids[member]), str(txn_id), str(points), str(remaining),
-                _text(expires_at), created_at.isoformat(),
-            )  # fmt: skip
+        # What the simulation left: the open lots, and the wallets (or their activity).
+        for wallet in wallets:
+            for lot in wallet.lots:
+                if lot[4] > 0:
+                    self._lot_row(state, lot)
+            if lot_table.rows >= CHUNK:
+                written += lot_table.flush(cursor)
         written += lot_table.flush(cursor)
-        written += self._donations(cursor, state, Donation, ReceiptSequence, RECEIPT_PREFIX)
         if fast:
             table = _Table(Account, wallet_columns)
             for member_id, wallet in zip(member_ids, wallets, strict=True):
@@ -341,15 +349,21 @@ class Command(BaseCommand):
                     str(wallet.account_id), "member_wallet", str(member_id), str(wallet.balance),
                     "0", wallet.last_activity.isoformat(),
                 )  # fmt: skip
+                if table.rows >= CHUNK:
+                    written += table.flush(cursor)
             written += table.flush(cursor)
         else:
             cursor.execute(
                 "CREATE TEMPORARY TABLE volume_activity (id bigint, at timestamptz) ON COMMIT DROP"
             )
-            buffer = io.StringIO(
-                "".join(f"{w.account_id}\t{w.last_activity.isoformat()}\n" for w in wallets)
-            )
-            cursor.copy_expert("COPY volume_activity FROM STDIN", buffer)
+            for start in range(0, len(wallets), CHUNK):
+                buffer = io.StringIO(
+                    "".join(
+                        f"{w.account_id}\t{w.last_activity.isoformat()}\n"
+                        for w in wallets[start : start + CHUNK]
+                    )
+                )
+                cursor.copy_expert("COPY volume_activity FROM STDIN", buffer)
             cursor.execute(
                 "UPDATE coalition_account a SET last_activity_at = v.at "
                 "FROM volume_activity v WHERE a.id = v.id"
@@ -454,7 +468,6 @@ class Command(BaseCommand):
                 entry_table.add(str(txn_id), str(state["issued"][partner]), str(-points))
                 entry_table.add(str(txn_id), str(wallet.account_id), str(points))
                 lot = [next(lot_ids), member, txn_id, points, points, lot_expiry(programme, at), at]
-                state["lots"].append(lot)
                 wallet.lots.append(lot)
                 wallet.balance += points
                 wallet.last_activity = max(wallet.last_activity, at)
@@ -487,7 +500,17 @@ class Command(BaseCommand):
                 state["donations"].append((member_ids[member], charity_id, txn_id, points, at))
         made = txn_table.rows
         written = txn_table.flush(cursor) + entry_table.flush(cursor)
+        written += state["lot_table"].flush(cursor)
+        written += self._donations(cursor, state, *state["donation_models"])
         return written, made
+
+    @staticmethod
+    def _lot_row(state: dict, lot: list) -> None:
+        lot_id, member, txn_id, points, remaining, expires_at, created_at = lot
+        state["lot_table"].add(
+            str(lot_id), str(state["member_ids"][member]), str(txn_id), str(points),
+            str(remaining), _text(expires_at), created_at.isoformat(),
+        )  # fmt: skip
 
     @staticmethod
     def _consume(state: dict, wallet: _Wallet, points: int, first=None) -> list[list[int]]:
@@ -499,6 +522,8 @@ class Command(BaseCommand):
             first[4] -= take
             taken.append([first[0], take])
             left -= take
+            if first[4] == 0:
+                Command._lot_row(state, first)  # used up: written now, never again
         while left:
             lot = wallet.lots[0]
             take = min(lot[4], left)
@@ -506,6 +531,8 @@ class Command(BaseCommand):
                 lot[4] -= take
                 taken.append([lot[0], take])
                 left -= take
+                if lot[4] == 0:
+                    Command._lot_row(state, lot)
             if lot[4] == 0:
                 wallet.lots.popleft()
         while wallet.lots and wallet.lots[0][4] == 0:
@@ -541,4 +568,5 @@ class Command(BaseCommand):
                 programme.currency, str(programme.donation_price),
                 f"{prefix}-{at.year}-{number:06d}", at.isoformat(),
             )  # fmt: skip
+        donations.clear()
         return table.flush(cursor)
