@@ -12,7 +12,7 @@ Each bench gets its own database (coalition_bench_side_*; settlement's is droppe
 again). PostgreSQL at postgres://postgres@127.0.0.1:5432 unless BENCH_PG_URL says otherwise
 (a URL without the database name). On a 2-core machine a default run (3 runs of 5 s per
 timed workload, settlement over 1,000,000 transactions) takes about 7 minutes; --quick (1 run)
-about 3.
+about 3; the expiry row (--expiry-lots, 100,000 by default, run once) adds about 2 to 3.
 """
 
 from __future__ import annotations
@@ -110,6 +110,33 @@ def parse_settlement(text: str) -> list[dict]:
     ]
 
 
+def parse_expiry(text: str) -> dict:
+    out: dict = {}
+    match = re.search(
+        rf"^\(a\) points_expire_due: {NUMBER} s for {NUMBER} lots \({NUMBER} lots/s\)", text, re.M
+    )
+    if match:
+        out["seconds"], out["lots"], out["rate"] = map(_num, match.groups())
+    match = re.search(
+        rf"burns during the sweep: n {NUMBER}, p50 {NUMBER} ms, p99 {NUMBER} ms, max {NUMBER} ms",
+        text,
+    )
+    if match:
+        out["burn_p50"], out["burn_p99"], out["burn_max"] = map(_num, match.groups()[1:])
+    match = re.search(rf"burns alone \(baseline\): n {NUMBER}, p50 {NUMBER} ms", text)
+    if match:
+        out["burn_alone_p50"] = _num(match[2])
+    match = re.search(rf"chunk transactions \(wallets locked\): n {NUMBER}, p50 {NUMBER} ms", text)
+    if match:
+        out["chunk_p50"] = _num(match[2])
+    match = re.search(
+        rf"^\(b\) raw-SQL floor: {NUMBER} s for {NUMBER} lots \({NUMBER} lots/s\)", text, re.M
+    )
+    if match:
+        out["floor_seconds"], _, out["floor_rate"] = map(_num, match.groups())
+    return out
+
+
 def parse_api(text: str) -> dict:
     out = {}
     cols = r"\s+" + r"\s+".join([NUMBER] * 5)
@@ -192,7 +219,7 @@ def verdict(x: float | None, peer: float | None, higher_is_better: bool = True) 
     return "ahead of hordak" if ahead else "**behind hordak**"
 
 
-def render(runs: list[dict], settlement: list[dict], meta: dict) -> str:
+def render(runs: list[dict], settlement: list[dict], meta: dict, expiry: dict | None = None) -> str:
     rows = []
 
     def rate_row(name, coalition, floor, peer, note=""):
@@ -249,6 +276,22 @@ def render(runs: list[dict], settlement: list[dict], meta: dict) -> str:
         "floor (run_create is two SQL statements; bench.settlement times them alone) |"
     )
 
+    if expiry is not None:
+        ours, peer = expiry.get("rate"), expiry.get("peer", {}).get("rate")
+        lots = expiry.get("lots") or expiry.get("peer", {}).get("n")
+        rate_row(
+            f"expiry sweep over {fmt(lots)} due lots (lots/s)",
+            ours,
+            expiry.get("floor_rate"),
+            peer,
+            verdict(ours, peer) + f": {fmt(expiry.get('seconds'), ' s')} (goal ≤ 60 s per "
+            f"1,000,000 lots); burns at the sweep's front waited p99 "
+            f"{fmt(expiry.get('burn_p99'), ' ms')}, max {fmt(expiry.get('burn_max'), ' ms')} "
+            f"(alone p50 {fmt(expiry.get('burn_alone_p50'), ' ms')}; goal ≤ 100 ms). Hordak: "
+            "bulk_create of a transfer per account to breakage, per chunk; no lots, so "
+            "nothing decided about what is due, no locks, no balance or hold check",
+        )
+
     latency = []
     for name, key in (("balance read", "balance"), ("history page (20 rows)", "history")):
         ours = pick(runs, "reads", key, "p50")
@@ -273,6 +316,11 @@ def render(runs: list[dict], settlement: list[dict], meta: dict) -> str:
         ),
         ("burn", burn, peer_burn),
         ("batch accrual", batch, peer_batch),
+        (
+            "expiry sweep",
+            (expiry or {}).get("rate"),
+            (expiry or {}).get("peer", {}).get("rate"),
+        ),
     ):
         if ours is not None and peer is not None and ours <= peer:
             behind.append(f"{label} ({ours / peer:.2f} × hordak)")
@@ -359,6 +407,10 @@ account holds only a few dozen legs, and the peer runs ANALYZE on its tables bef
   loopback, client on the same cores; (2) the services layer in 2 processes.
 - settlement: `python -m bench.settlement` (`run_create` over a loaded ledger), loaded once,
   timed {len(settlement)} time(s).
+- expiry: `python -m bench.expiry --lots N` (`points_expire_due` over N due lots, one per
+  member, while another process burns at the members the sweep is about to reach) against
+  its raw-SQL floor (the same chunks in psycopg2); hordak: `python -m bench.peer_hordak
+  --only expiry --expiry-lots N`. Run once (not per run); N is in the row's name.
 - per-run durations and member counts: see `--help` of each bench and bench/__main__.py.
 
 ## Per run
@@ -385,7 +437,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--members", type=int, default=1000)
     parser.add_argument("--batch-rows", type=int, default=10_000)
     parser.add_argument("--settlement-transactions", type=int, default=1_000_000)
-    parser.add_argument("--skip", default="", help="comma list among ledger,reads,batch,api,peer")
+    parser.add_argument(
+        "--expiry-lots", type=int, default=100_000, help="due lots of the expiry row (100,000)"
+    )
+    parser.add_argument(
+        "--skip", default="", help="comma list among ledger,reads,batch,api,peer,settlement,expiry"
+    )
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     args = parser.parse_args(argv)
     runs_wanted = 1 if args.quick else args.runs
@@ -477,10 +534,35 @@ def main(argv: list[str] | None = None) -> None:
         if not settlement:
             problems.append("bench.settlement gave no figures")
 
+    expiry: dict | None = None
+    if "expiry" not in skip:
+        log(f"expiry (load {load()})")
+        lots = str(args.expiry_lots)
+        got = _run(
+            "bench.expiry",
+            ["--lots", lots, "--no-check"],
+            "coalition_bench_side_expiry",
+            900,
+            log,
+        )
+        expiry = parse_expiry(got[0]) if got else {}
+        if "rate" not in expiry:
+            problems.append("bench.expiry gave no figures")
+        got = _run(
+            "bench.peer_hordak",
+            ["--only", "expiry", "--expiry-lots", lots],
+            "coalition_bench_hordak",
+            900,
+            log,
+        )
+        expiry["peer"] = parse_peer(got[0]).get("expiry", {}) if got else {}
+        if not expiry["peer"]:
+            problems.append("bench.peer_hordak --only expiry gave no figures")
+
     meta["load_after"] = load()
     meta["elapsed"] = time.perf_counter() - started
     meta["problems"] = problems
-    Path(args.output).write_text(render(runs, settlement, meta), encoding="utf-8")
+    Path(args.output).write_text(render(runs, settlement, meta, expiry), encoding="utf-8")
     log(f"wrote {args.output} in {meta['elapsed']:.0f} s")
 
 

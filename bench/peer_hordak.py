@@ -21,6 +21,13 @@ own `transaction.atomic()`:
   batch  a file's worth of earns (--rows, chunks of 1000): per chunk one atomic block,
          Transaction.objects.bulk_create and Leg.objects.bulk_create (the fastest path hordak
          allows; hordak has no import pipeline, no validation, no idempotency).
+  expiry  (only with --expiry-lots N) the equivalent of Coalition's expiry sweep: N member
+         accounts (made in one INSERT … SELECT, not timed: MPTT roots, as hordak would make
+         them one by one) each moved 100 to a breakage account, in chunks of --expiry-chunk
+         accounts: per chunk one atomic block, Transaction.objects.bulk_create and
+         Leg.objects.bulk_create (hordak's fastest path; its deferred balance trigger fires).
+         What hordak does not do: it keeps no lots, so it decides nothing about what is due
+         (the amounts are given), locks no account and checks no balance or hold.
   balance  `Account.objects.get(pk=…).get_balance()`, the documented balance read (after an
          ANALYZE of hordak's tables, which grew during the writes).
   history  the member's last 20 legs with their transactions, newest first (ORM).
@@ -28,7 +35,8 @@ own `transaction.atomic()`:
          the account's legs; the last 20 legs joined to their transactions), through the
          same connection: comparable with bench.reads, which reads Coalition in plain SQL.
 
-Prints a table and, last, one line `RESULT {json}` that `python -m bench` parses.
+`--only expiry` runs the expiry workload alone (what `python -m bench` does for its expiry
+row). Prints a table and, last, one line `RESULT {json}` that `python -m bench` parses.
 """
 
 from __future__ import annotations
@@ -239,6 +247,50 @@ def batch(fixture: dict, rows: int) -> dict:
     return {"n": rows, "rate": rows / elapsed, "seconds": elapsed}
 
 
+def expiry(lots: int, chunk: int) -> dict:
+    """N member accounts each move 100 to breakage, `chunk` transfers per atomic block."""
+    from django.db import connection, transaction
+    from djmoney.money import Money
+    from hordak.models import Account, AccountType, Leg, Transaction
+
+    run = f"{os.getpid()}-{int(time.time())}"
+    breakage = Account.objects.create(
+        name=f"breakage {run}", type=AccountType.income, currencies=["EUR"]
+    ).pk
+    started = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cur:
+        # MPTT roots, each its own tree, as Account.objects.create() makes them.
+        cur.execute(
+            """
+            INSERT INTO hordak_account (uuid, name, parent_id, code, full_code, type,
+                                        is_bank_account, currencies, lft, rght, tree_id, level)
+            SELECT gen_random_uuid(), %s || ' ' || i, NULL, NULL, NULL, %s, false,
+                   '["EUR"]'::jsonb, 1, 2, base.t + i, 0
+              FROM (SELECT coalesce(max(tree_id), 0) AS t FROM hordak_account) base,
+                   generate_series(1, %s) AS i
+            RETURNING id
+            """,
+            [f"expiring member {run}", AccountType.asset, lots],
+        )
+        members = sorted(row[0] for row in cur.fetchall())
+    print(f"  {lots:,} hordak accounts made in {time.perf_counter() - started:.1f} s", flush=True)
+    amount = Money(POINTS, "EUR")
+    started = time.perf_counter()
+    for offset in range(0, lots, chunk):
+        part = members[offset : offset + chunk]
+        with transaction.atomic():
+            txns = Transaction.objects.bulk_create(
+                [Transaction(description="expire") for _ in part]
+            )
+            legs = []
+            for account_id, txn in zip(part, txns, strict=True):
+                legs.append(Leg(transaction=txn, account_id=account_id, credit=amount))
+                legs.append(Leg(transaction=txn, account_id=breakage, debit=amount))
+            Leg.objects.bulk_create(legs)
+    elapsed = time.perf_counter() - started
+    return {"n": lots, "rate": lots / elapsed, "seconds": elapsed, "chunk": chunk}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.peer_hordak", description=__doc__.split("\n")[0]
@@ -246,6 +298,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per workload (5)")
     parser.add_argument("--members", type=int, default=500, help="member accounts (500)")
     parser.add_argument("--rows", type=int, default=10_000, help="batch rows (10000)")
+    parser.add_argument(
+        "--expiry-lots", type=int, default=0, help="expiry workload: accounts (0: skip it)"
+    )
+    parser.add_argument("--expiry-chunk", type=int, default=CHUNK, help="transfers per block")
+    parser.add_argument("--only", choices=["expiry"], help="run this workload alone")
     args = parser.parse_args(argv)
 
     config = _db_config(os.environ.get("DATABASE_URL", DEFAULT_URL))
@@ -257,8 +314,12 @@ def main(argv: list[str] | None = None) -> None:
 
     call_command("migrate", interactive=False, verbosity=0)
     print(f"hordak {version('django-hordak')} on {config['NAME']}: preparing ...", flush=True)
-    fixture = prepare(args.members)
     results: dict[str, dict] = {}
+    if args.only == "expiry":
+        results["expiry"] = expiry(args.expiry_lots or 100_000, args.expiry_chunk)
+        _report(results)
+        return
+    fixture = prepare(args.members)
     for label, kind, procs in (
         ("earn1", "earn", 1),
         ("earn2", "earn", 2),
@@ -277,6 +338,13 @@ def main(argv: list[str] | None = None) -> None:
                 cur.execute("ANALYZE hordak_leg, hordak_transaction")
         results[label] = run(kind, fixture, args.seconds, procs)
     results["batch"] = batch(fixture, args.rows)
+    if args.expiry_lots:
+        results["expiry"] = expiry(args.expiry_lots, args.expiry_chunk)
+    _report(results)
+
+
+def _report(results: dict) -> None:
+    from importlib.metadata import version
 
     print(f"{'workload':10}{'n':>8}{'per s':>10}{'p50 ms':>9}{'p99 ms':>9}")
     for label, r in results.items():

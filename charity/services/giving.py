@@ -14,6 +14,7 @@ from django.utils import timezone
 from coalition import services as ledger
 from coalition.errors import CoalitionError
 from coalition.models import Account, LedgerTransaction, Member, PointLot, Programme
+from coalition.services.expiry import expiry_due
 
 from ..errors import InvalidInput
 from ..models import Charity, Donation, GivingPreference
@@ -113,21 +114,10 @@ def round_up_donate(*, earn_transaction: LedgerTransaction, now: datetime) -> Do
 
 
 def _due_points(wallet: Account, programme: Programme, now: datetime) -> int:
-    """What the expiry sweep would take from this wallet now (mirrors coalition's rule)."""
-    spendable = max(wallet.balance - wallet.held, 0)
-    if programme.expiry_policy == Programme.ExpiryPolicy.FIXED:
-        due = sum(
-            PointLot.objects.filter(
-                member_id=wallet.member_id, remaining__gt=0, expires_at__lte=now
-            ).values_list("remaining", flat=True)
-        )
-        return min(due, spendable)
-    if programme.expiry_policy == Programme.ExpiryPolicy.INACTIVITY:
-        inactive_since = ledger.add_months(now, -programme.expiry_months)
-        if wallet.last_activity_at is None or wallet.last_activity_at > inactive_since:
-            return 0
-        return spendable
-    return 0
+    """What the expiry sweep would take from this wallet now: coalition's own rule (due lots,
+    inactivity, never what a hold reserves nor below zero), not a copy of it."""
+    due = expiry_due(member_ids=[wallet.member_id], programme=programme, now=now)
+    return due[wallet.member_id].points if wallet.member_id in due else 0
 
 
 @ledger.ledger_write

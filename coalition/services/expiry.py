@@ -1,43 +1,149 @@
-"""Expiry of due points into programme breakage."""
+"""Expiry of due points into programme breakage, set-based, a chunk of members at a time.
+
+One sweep walks the members with due points in member-id order (keyset), `batch_size`
+members per database transaction. Per chunk, whatever the number of members:
+
+1. list the next members with due points (outside the transaction, so no lock is held yet):
+   fixed lifetime, members with an open lot whose expiry has passed (walks the
+   `lot_member_open` index in member order); inactivity, wallets with points whose last
+   activity is older than the programme's months;
+2. lock their wallets in member-id order in one statement (as batch earns do: no deadlock
+   with single writes, which lock one wallet, nor with batches or other sweeps);
+   no SKIP LOCKED: a burn holds a wallet for milliseconds, so the sweep waits for it and
+   no member is left for the next sweep;
+3. under those locks, read what is due (`expiry_due`: one query over the chunk's open lots
+   and wallets) — the one place that says how many points expire;
+4. one EXPIRE transaction per member, its two entries (wallet −points, breakage +points)
+   and the lots' `remaining`, in three statements (`_insert`: COPY on PostgreSQL), so the
+   ledger triggers fire as for any posting (append-only, balance at commit, the wallet
+   balance and overspending guard), then commit.
+
+A burn that wants a wallet of the chunk waits at most for the chunk's transaction; the chunk
+size keeps that well under 100 ms (docs/performance.md, "Expiry at scale"). Two sweeps at
+once lock the same wallets in the same order: the second one, once it has the locks, reads
+the lots the first one already took, and writes nothing for those members.
+"""
 
 import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
 
+from django.db import connection
+from django.db.models import F
 from django.utils import timezone
 
-from ..models import (
-    Account,
-    LedgerTransaction,
-    PointLot,
-    Programme,
-)
+from ..models import Account, Entry, LedgerTransaction, PointLot, Programme
+from .batch import TRANSACTION_COLUMNS, _insert
 from .idempotency import ledger_write
-from .posting import Leg, _consume_lots, _post, add_months, programme_get, system_account_id
+from .posting import add_months, programme_get, system_account_id
 
 logger = logging.getLogger(__name__)
 
 Kind = LedgerTransaction.Kind
-MAX_TEXT_LENGTH = 255
-# PostgreSQL: serialization failure, deadlock detected, lock not available.
-RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
-IDEMPOTENCY_CONSTRAINTS = frozenset(
-    {"transaction_idempotency_unique", "hold_idempotency_unique", "idempotency_record_unique"}
-)
-
-T = TypeVar("T")
+CALLER = "system:expiry"
+DEFAULT_CHUNK = 250
 
 
-# --------------------------------------------------------------------------- expiry
+@dataclass
+class DuePoints:
+    """What expires from one member's wallet now: the points, and [[lot id, points taken],
+    ...] from the lots that expire first."""
+
+    member_id: int
+    wallet_id: int
+    points: int
+    lots: list[list[int]]
 
 
-def points_expire_due(*, now: datetime | None = None, batch_size: int = 500) -> int:
+def expiry_due(
+    *, member_ids: Iterable[int], programme: Programme, now: datetime
+) -> dict[int, DuePoints]:
+    """How many points expire now from each of these members' wallets, and from which lots
+    (members with nothing due are absent). The rule, in one place:
+
+    - fixed lifetime: the open lots whose expiry has passed; inactivity: every open lot of
+      a wallet whose last activity is at least the programme's months old;
+    - never more than the wallet can spend (balance − held): points an active hold
+      reserves, and wallets at zero or below, are left alone;
+    - taken from the lots that expire first (by date, then by age), as a burn would.
+
+    One query. The caller locks the wallets first when it acts on the answer.
+    """
+    member_ids = sorted(set(member_ids))
+    if not member_ids or programme.expiry_policy == Programme.ExpiryPolicy.NONE:
+        return {}
+    adapt = connection.ops.adapt_datetimefield_value
+    if programme.expiry_policy == Programme.ExpiryPolicy.FIXED:
+        condition, moment = "l.expires_at <= %s", now
+    else:
+        condition = "a.last_activity_at <= %s"
+        moment = add_months(now, -programme.expiry_months)
+    members_sql, members_params = _in_members("l.member_id", member_ids)
+    # Lots and wallets joined directly (not through the member), earliest expiry first. Only
+    # fixed SQL text is formatted in; every value travels as a parameter.
+    sql = (
+        "SELECT l.member_id, l.id, l.remaining, a.id, a.balance, a.held "  # noqa: S608
+        "FROM coalition_lot l JOIN coalition_account a "
+        "  ON a.member_id = l.member_id AND a.kind = %s "
+        f"WHERE {members_sql} AND l.remaining > 0 AND {condition} "
+        "ORDER BY l.member_id, l.expires_at IS NULL, l.expires_at, l.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [Account.Kind.MEMBER_WALLET, *members_params, adapt(moment)])
+        rows = cursor.fetchall()
+    due: dict[int, DuePoints] = {}
+    current: int | None = None
+    to_take = 0
+    for member_id, lot_id, remaining, wallet_id, balance, held in rows:
+        if member_id != current:
+            current = member_id
+            to_take = max(balance - held, 0)
+        if to_take <= 0:
+            continue
+        take = min(remaining, to_take)
+        to_take -= take
+        found = due.get(member_id)
+        if found is None:
+            due[member_id] = DuePoints(member_id, wallet_id, take, [[lot_id, take]])
+        else:
+            found.points += take
+            found.lots.append([lot_id, take])
+    return due
+
+
+def _in_members(column: str, member_ids: list[int]) -> tuple[str, list]:
+    """`column` is one of these members: one array parameter on PostgreSQL (a plan that does
+    not depend on how many there are, and no planning of 1,000 literals), a list elsewhere."""
+    if connection.vendor == "postgresql":
+        return f"{column} = ANY(%s::bigint[])", [member_ids]
+    return f"{column} IN ({', '.join(['%s'] * len(member_ids))})", list(member_ids)
+
+
+def _wallets_lock(member_ids: list[int]) -> None:
+    """Lock these members' wallets in member-id order, in one statement (as
+    `wallets_lock_sorted` does for batch earns, but with one array parameter and without
+    joining the members: at 1,000 members a chunk, the IN list of 1,000 literals and the
+    join cost more than the lock itself). SQLite has no row locks: its writers are serial."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM coalition_account WHERE member_id = ANY(%s::bigint[]) "
+            "AND kind = %s ORDER BY member_id FOR UPDATE",
+            [member_ids, Account.Kind.MEMBER_WALLET],
+        )
+
+
+def points_expire_due(*, now: datetime | None = None, batch_size: int = DEFAULT_CHUNK) -> int:
     """Expire due points into programme breakage; returns how many points expired.
 
     Fixed lifetime: lots whose expiry has passed. Inactivity: every lot of a member whose
-    last activity is older than the programme's months. Points reserved by an active hold
-    are left until the hold is resolved. Each member is its own short transaction, so a
-    sweep never blocks a member's burn for long; two sweeps at once do the work once.
+    last activity is older than the programme's months (a member active again since the
+    chunk was listed is left alone). Points reserved by an active hold are left until the
+    hold is resolved. Each member gets one EXPIRE transaction; `batch_size` members share a
+    database transaction, so a sweep never blocks a member's burn for long; two sweeps at
+    once do the work once.
     """
     now = now or timezone.now()
     programme = programme_get()
@@ -46,50 +152,79 @@ def points_expire_due(*, now: datetime | None = None, batch_size: int = 500) -> 
     expired_total = 0
     last_member_id = 0
     while True:
-        if programme.expiry_policy == Programme.ExpiryPolicy.FIXED:
-            candidates = PointLot.objects.filter(
-                remaining__gt=0, expires_at__lte=now, member_id__gt=last_member_id
-            ).values_list("member_id", flat=True)
-        else:
-            inactive_since = add_months(now, -programme.expiry_months)
-            candidates = Account.objects.filter(
-                kind=Account.Kind.MEMBER_WALLET,
-                balance__gt=0,
-                last_activity_at__lte=inactive_since,
-                member_id__gt=last_member_id,
-            ).values_list("member_id", flat=True)
-        batch = list(candidates.order_by("member_id").distinct()[:batch_size])
-        if not batch:
+        member_ids = _due_members(programme, now, after=last_member_id, limit=batch_size)
+        if not member_ids:
             return expired_total
-        for member_id in batch:
-            expired_total += _expire_member(member_id, programme, now)
-        last_member_id = batch[-1]
+        expired_total += _expire_chunk(member_ids, programme, now)
+        last_member_id = member_ids[-1]
+
+
+def _due_members(programme: Programme, now: datetime, *, after: int, limit: int) -> list[int]:
+    """The next `limit` members (by id, after `after`) that may have points to expire."""
+    if programme.expiry_policy == Programme.ExpiryPolicy.FIXED:
+        candidates = PointLot.objects.filter(
+            remaining__gt=0, expires_at__lte=now, member_id__gt=after
+        ).values_list("member_id", flat=True)
+    else:
+        inactive_since = add_months(now, -programme.expiry_months)
+        candidates = Account.objects.filter(
+            kind=Account.Kind.MEMBER_WALLET,
+            balance__gt=0,
+            last_activity_at__lte=inactive_since,
+            member_id__gt=after,
+        ).values_list("member_id", flat=True)
+    return list(candidates.order_by("member_id").distinct()[:limit])
 
 
 @ledger_write
-def _expire_member(member_id: int, programme: Programme, now: datetime) -> int:
-    wallet = Account.objects.select_for_update().get(member_id=member_id)
-    lots = PointLot.objects.filter(member_id=member_id, remaining__gt=0)
-    if programme.expiry_policy == Programme.ExpiryPolicy.FIXED:
-        lots = lots.filter(expires_at__lte=now)
-    else:
-        inactive_since = add_months(now, -programme.expiry_months)
-        if wallet.last_activity_at and wallet.last_activity_at > inactive_since:
-            return 0  # active again since the candidates were listed
-    due = list(lots.values_list("id", "remaining"))
-    points = min(sum(remaining for _, remaining in due), max(wallet.balance - wallet.held, 0))
-    if points <= 0:
+def _expire_chunk(member_ids: list[int], programme: Programme, now: datetime) -> int:
+    """Expire what is due from these members, in one database transaction."""
+    _wallets_lock(member_ids)
+    due = list(expiry_due(member_ids=member_ids, programme=programme, now=now).values())
+    if not due:
         return 0
-    consumed = _consume_lots(wallet, points, lot_ids=[lot_id for lot_id, _ in due])
-    _post(
-        kind=Kind.EXPIRE,
-        legs=[Leg(wallet.pk, -points), Leg(system_account_id(Account.Kind.BREAKAGE), points)],
-        caller="system:expiry",
-        idempotency_key=None,
-        request_hash="",
-        created_at=now,
-        member_id=member_id,
-        wallet=wallet,
-        metadata={"lots": consumed, "policy": programme.expiry_policy},
+    breakage_id = system_account_id(Account.Kind.BREAKAGE)
+    txn_ids = _insert(
+        LedgerTransaction,
+        TRANSACTION_COLUMNS,
+        [
+            (
+                Kind.EXPIRE,
+                each.member_id,
+                None,
+                -each.points,
+                "",
+                CALLER,
+                None,
+                "",
+                None,
+                "",
+                now,
+                {"lots": each.lots, "policy": programme.expiry_policy},
+            )
+            for each in due
+        ],
+        returning=True,
     )
-    return points
+    entries: list[tuple[int, int, int]] = []
+    for each, txn_id in zip(due, txn_ids, strict=True):
+        # The legs in the order `_post` writes them: the wallet, then breakage.
+        entries.append((txn_id, each.wallet_id, -each.points))
+        entries.append((txn_id, breakage_id, each.points))
+    _insert(Entry, ["transaction_id", "account_id", "points"], entries)
+    _lots_take([taken for each in due for taken in each.lots])
+    return sum(each.points for each in due)
+
+
+def _lots_take(taken: list[list[int]]) -> None:
+    """Reduce the lots' remaining points by what was taken ([[lot id, points], ...])."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE coalition_lot AS l SET remaining = l.remaining - t.take "
+                "FROM unnest(%s::bigint[], %s::bigint[]) AS t(id, take) WHERE l.id = t.id",
+                [[lot_id for lot_id, _ in taken], [take for _, take in taken]],
+            )
+        return
+    for lot_id, take in taken:
+        PointLot.objects.filter(pk=lot_id).update(remaining=F("remaining") - take)

@@ -1,0 +1,291 @@
+"""The set-based expiry sweep: chunks of members, holds, negative wallets, both policies, and
+what concurrent sweeps and burns see (on PostgreSQL, in real threads)."""
+
+import io
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core.management import call_command
+
+from coalition import selectors, services
+from coalition.errors import InsufficientPoints
+from coalition.models import Entry, LedgerTransaction, PointLot, Programme
+from coalition.services import add_months, expiry
+from tests import factories
+
+T0 = datetime(2030, 1, 15, 9, 0, tzinfo=UTC)
+DUE = add_months(T0, 12)
+EXPIRE = LedgerTransaction.Kind.EXPIRE
+
+
+@pytest.fixture
+def fixed_12_months(programme):
+    programme.expiry_policy = Programme.ExpiryPolicy.FIXED
+    programme.expiry_months = 12
+    programme.save()
+    return programme
+
+
+@pytest.fixture
+def inactivity_6_months(programme):
+    programme.expiry_policy = Programme.ExpiryPolicy.INACTIVITY
+    programme.expiry_months = 6
+    programme.save()
+    return programme
+
+
+def expiries(member) -> list[LedgerTransaction]:
+    return list(LedgerTransaction.objects.filter(kind=EXPIRE, member=member).order_by("id"))
+
+
+def legs(txn) -> list[tuple[str, int]]:
+    return list(
+        Entry.objects.filter(transaction=txn).order_by("id").values_list("account__kind", "points")
+    )
+
+
+def remaining(member) -> list[int]:
+    return list(member.lots.order_by("id").values_list("remaining", flat=True))
+
+
+def check_ledger_output() -> str:
+    """`manage.py check_ledger`'s report (it exits 1 on any breach)."""
+    out = io.StringIO()
+    call_command("check_ledger", stdout=out, stderr=out)
+    return out.getvalue()
+
+
+def test_a_sweep_over_more_members_than_a_chunk_posts_one_expiry_per_member(
+    fixed_12_months, partner
+):
+    # Given seven members, each with two due lots (100 at T0, 50 a day later, 30 of them
+    # already spent) and a lot of 10 that is not due yet
+    members = [factories.member() for _ in range(7)]
+    for each in members:
+        factories.earn(each, partner, 100, now=T0)
+        factories.earn(each, partner, 50, now=T0 + timedelta(days=1))
+        factories.earn(each, partner, 10, now=T0 + timedelta(days=40))
+        factories.burn(each, partner, 30, now=T0 + timedelta(days=41))
+    # (the burn took 30 from the first lot, the one that expires first)
+
+    # When the sweep runs after both lots' expiry, three members per chunk
+    expired = services.points_expire_due(now=DUE + timedelta(days=1), batch_size=3)
+
+    # Then every member lost exactly its 120 due points in one EXPIRE transaction, wallet
+    # first, then breakage, with the lots it took in the order they expire
+    assert expired == 7 * 120
+    for each in members:
+        (expiry_txn,) = expiries(each)
+        first, second, later = each.lots.order_by("id")
+        assert expiry_txn.member_points == -120
+        assert expiry_txn.caller == "system:expiry"
+        assert expiry_txn.idempotency_key is None
+        assert expiry_txn.created_at == DUE + timedelta(days=1)
+        assert expiry_txn.metadata == {
+            "lots": [[first.pk, 70], [second.pk, 50]],
+            "policy": "fixed",
+        }
+        assert legs(expiry_txn) == [("member_wallet", -120), ("breakage", 120)]
+        assert remaining(each) == [0, 0, 10]
+        assert selectors.member_balance(member=each).balance == 10
+    assert selectors.ledger_check().ok
+
+
+def test_chunk_boundaries_do_not_change_the_result(fixed_12_months, partner):
+    # Given five members with 40, 41, ... 44 due points
+    members = [factories.member() for _ in range(5)]
+    for n, each in enumerate(members):
+        factories.earn(each, partner, 40 + n, now=T0)
+
+    # When one sweep runs with one member per chunk and, later, nothing is left for another
+    first = services.points_expire_due(now=DUE, batch_size=1)
+    second = services.points_expire_due(now=DUE, batch_size=1000)
+
+    # Then every member expired once, whatever the chunk size
+    assert (first, second) == (sum(range(40, 45)), 0)
+    assert [len(expiries(each)) for each in members] == [1] * 5
+    assert [selectors.member_balance(member=each).balance for each in members] == [0] * 5
+
+
+def test_held_points_never_expire_and_a_fully_held_wallet_is_left_alone(fixed_12_months, partner):
+    # Given one member with 100 due points of which a hold reserves 60, and another whose
+    # hold reserves all 100
+    partly, fully = factories.member(), factories.member()
+    for each in (partly, fully):
+        factories.earn(each, partner, 100, now=T0)
+    factories.hold(partly, partner, 60, now=DUE - timedelta(minutes=10))
+    factories.hold(fully, partner, 100, now=DUE - timedelta(minutes=10))
+
+    # When the sweep runs at the lots' expiry
+    expired = services.points_expire_due(now=DUE)
+
+    # Then only the 40 unreserved points expire; the fully held wallet gets no transaction
+    assert expired == 40
+    assert selectors.member_balance(member=partly) == selectors.Balance(
+        balance=60, held=60, spendable=0
+    )
+    assert remaining(partly) == [60]
+    assert expiries(fully) == []
+    assert selectors.member_balance(member=fully).balance == 100
+    assert selectors.ledger_check().ok
+
+
+def test_negative_and_empty_wallets_are_skipped(fixed_12_months, partner):
+    # Given a member a reversal took to -80, one who spent everything, and a plain one
+    negative = factories.member()
+    earned = factories.earn(negative, partner, 100, now=T0)
+    factories.burn(negative, partner, 80, now=T0 + timedelta(days=1))
+    factories.reverse(earned, now=T0 + timedelta(days=2))
+    assert selectors.member_balance(member=negative).balance == -80
+    empty = factories.member()
+    factories.earn(empty, partner, 100, now=T0)
+    factories.burn(empty, partner, 100, now=T0 + timedelta(days=1))
+    plain = factories.member()
+    factories.earn(plain, partner, 25, now=T0)
+
+    # When the sweep runs after every lot's expiry
+    expired = services.points_expire_due(now=DUE + timedelta(days=3))
+
+    # Then only the plain member's points expire; the others are untouched
+    assert expired == 25
+    assert expiries(negative) == [] and expiries(empty) == []
+    assert selectors.member_balance(member=negative).balance == -80
+    assert selectors.member_balance(member=empty).balance == 0
+    assert selectors.ledger_check().ok
+
+
+def test_inactivity_over_several_chunks_takes_every_lot_of_idle_members_only(
+    inactivity_6_months, partner
+):
+    # Given five idle members (two lots each, since T0) and two who earned last month
+    idle = [factories.member() for _ in range(5)]
+    busy = [factories.member() for _ in range(2)]
+    for each in idle:
+        factories.earn(each, partner, 30, now=T0)
+        factories.earn(each, partner, 20, now=T0 + timedelta(days=1))
+    now = add_months(T0 + timedelta(days=1), 6)
+    for each in busy:
+        factories.earn(each, partner, 70, now=now - timedelta(days=30))
+
+    # When the sweep runs, two members per chunk
+    expired = services.points_expire_due(now=now, batch_size=2)
+
+    # Then each idle member lost all 50 points in one transaction, the busy ones nothing
+    assert expired == 5 * 50
+    for each in idle:
+        (expiry_txn,) = expiries(each)
+        first, second = each.lots.order_by("id")
+        assert expiry_txn.metadata == {
+            "lots": [[first.pk, 30], [second.pk, 20]],
+            "policy": "inactivity",
+        }
+        assert remaining(each) == [0, 0]
+    assert [selectors.member_balance(member=each).balance for each in busy] == [70, 70]
+    assert selectors.ledger_check().ok
+
+
+def test_a_member_active_again_after_the_chunk_was_listed_keeps_the_points(
+    inactivity_6_months, partner, monkeypatch
+):
+    # Given two members idle for six months; one of them redeems just after the sweep has
+    # listed its next chunk (the listing runs before the chunk's lock)
+    sleepy, woken = factories.member(), factories.member()
+    for each in (sleepy, woken):
+        factories.earn(each, partner, 100, now=T0)
+    now = add_months(T0, 6)
+    listed = expiry._due_members
+
+    def list_then_burn(*args, **kwargs):
+        found = listed(*args, **kwargs)
+        if woken.pk in found:
+            factories.burn(woken, partner, 10, now=now)
+        return found
+
+    monkeypatch.setattr(expiry, "_due_members", list_then_burn)
+
+    # When the sweep runs
+    expired = services.points_expire_due(now=now)
+
+    # Then the woken member keeps its 90 points; the other one's expire
+    assert expired == 100
+    assert expiries(woken) == []
+    assert selectors.member_balance(member=woken).balance == 90
+    assert selectors.member_balance(member=sleepy).balance == 0
+
+
+def test_the_rule_is_shared_with_what_would_expire(fixed_12_months, partner):
+    # Given a member with 100 due points, 30 reserved by a hold
+    member = factories.member()
+    factories.earn(member, partner, 100, now=T0)
+    factories.hold(member, partner, 30, now=DUE - timedelta(minutes=1))
+
+    # When asked what is due, then when the sweep runs
+    due = expiry.expiry_due(member_ids=[member.pk], programme=fixed_12_months, now=DUE)
+    expired = services.points_expire_due(now=DUE)
+
+    # Then both say 70, from the one lot
+    lot = PointLot.objects.get(member=member)
+    assert due[member.pk].points == 70 and due[member.pk].lots == [[lot.pk, 70]]
+    assert expired == 70
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_sweeps_in_small_chunks_expire_each_point_once(fixed_12_months, partner):
+    # Given 25 members with 100 due points and 10 that are not due yet
+    members = [factories.member() for _ in range(25)]
+    for each in members:
+        factories.earn(each, partner, 100, now=T0)
+        factories.earn(each, partner, 10, now=T0 + timedelta(days=40))
+
+    # When three sweeps run at once, four members per chunk
+    outcomes = factories.run_concurrently(
+        3, lambda _i: services.points_expire_due(now=DUE, batch_size=4)
+    )
+
+    # Then between them they expired 2,500 points, one transaction per member
+    assert [status for status, _ in outcomes] == ["ok"] * 3, outcomes
+    assert sum(value for _, value in outcomes) == 2500
+    assert [len(expiries(each)) for each in members] == [1] * 25
+    assert [selectors.member_balance(member=each).balance for each in members] == [10] * 25
+    assert "broken" not in check_ledger_output()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_burns_racing_the_sweep_never_overspend(fixed_12_months, partner):
+    # Given 20 members with 100 due points each
+    members = [factories.member() for _ in range(20)]
+    for each in members:
+        factories.earn(each, partner, 100, now=T0)
+
+    # When a sweep (three members per chunk) runs while three threads try to burn 60 points
+    # from every member
+    def work(index: int):
+        if index == 0:
+            return services.points_expire_due(now=DUE, batch_size=3)
+        burned = 0
+        for each in members[index - 1 :: 3]:
+            try:
+                factories.burn(each, partner, 60, now=DUE)
+                burned += 60
+            except InsufficientPoints:
+                pass
+        return burned
+
+    outcomes = factories.run_concurrently(4, work)
+
+    # Then every member's 100 points went once: to a burn of 60 and 40 to breakage, or all
+    # to breakage; no wallet went below zero and the ledger proves itself
+    assert [status for status, _ in outcomes] == ["ok"] * 4, outcomes
+    expired, burned = outcomes[0][1], sum(value for _, value in outcomes[1:])
+    assert expired + burned == 2000
+    for each in members:
+        balance = selectors.member_balance(member=each)
+        assert balance.balance == 0
+        took = [txn.member_points for txn in expiries(each)]
+        assert took in ([-100], [-40]), took
+    assert "broken" not in check_ledger_output()
