@@ -354,9 +354,15 @@ def time_run(staff, period_end, explain: bool) -> tuple[float, object]:
     if explain:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
+                "SELECT min(transaction_id), max(transaction_id) FROM settlement_claim "
+                "WHERE run_id = %s",
+                [run.pk],
+            )
+            lo, hi = cursor.fetchone()
+            cursor.execute(
                 "EXPLAIN (ANALYZE, BUFFERS) "
                 + computation._aggregate_sql(computation._donation_table()),
-                {"run": run.pk},
+                {"run": run.pk, "lo": lo, "hi": hi},
             )
             _log("\n".join(row[0] for row in cursor.fetchall()))
     return elapsed, run

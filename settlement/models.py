@@ -132,11 +132,18 @@ class SettlementClaim(models.Model):
         db_constraint=False,
     )
     run = models.ForeignKey(
-        SettlementRun, on_delete=models.DO_NOTHING, related_name="claims", db_constraint=False
+        SettlementRun,
+        on_delete=models.DO_NOTHING,
+        related_name="claims",
+        db_constraint=False,
+        db_index=False,
     )
 
     class Meta:
         db_table = "settlement_claim"
+        # A run's claims by run, in transaction order: its id range (min, max) is two index
+        # probes, and the aggregate bounds the ledger tables by it.
+        indexes = [models.Index(fields=["run", "transaction"], name="claim_run_transaction")]
 
 
 _NET = models.F("rounded_amount") + models.F("carried_in_amount")

@@ -86,8 +86,22 @@ def _donation_table() -> str | None:
     return table
 
 
-def _aggregate_sql(donation_table: str | None) -> str:
+# The transaction a reversal reverses. On PostgreSQL looked up by its key for reversals only:
+# a plain join hashed the whole transaction table (10 million rows) to serve a few reversals.
+_ORIGIN_JOIN = {
+    "postgresql": """
+              LEFT JOIN LATERAL (
+                    SELECT o.kind, o.created_at FROM coalition_transaction o
+                     WHERE t.reversal_of_id IS NOT NULL AND o.id = t.reversal_of_id
+                    OFFSET 0
+                   ) o ON true""",
+    "sqlite": "LEFT JOIN coalition_transaction o ON o.id = t.reversal_of_id",
+}
+
+
+def _aggregate_sql(donation_table: str | None, vendor: str = "postgresql") -> str:
     terms_table = CommercialTerms._meta.db_table
+    origin_join = _ORIGIN_JOIN[vendor]
     if donation_table:
         price = "COALESCE(d.donation_price, dm.donation_price)"
         joins = f"""
@@ -106,6 +120,28 @@ def _aggregate_sql(donation_table: str | None) -> str:
                        AS valid_to
               FROM {terms_table}
         ),
+        -- Three fenced reads (MATERIALIZED: planned alone, never re-ordered into a
+        -- nested loop over the whole ledger on a bad estimate), then hash joins:
+        -- the partner, charity and programme accounts (a few dozen rows). Member wallets'
+        -- legs (half the entries) need no price: what they moved is minus the rest, as
+        -- every transaction sums to zero (aggregate_claims adds it).
+        accounts AS MATERIALIZED (
+            SELECT id, kind, partner_id, charity_id FROM coalition_account
+             WHERE member_id IS NULL
+        ),
+        -- The entries in the span [lo, hi] of the run's claimed ids, one range read (exact:
+        -- every claimed id is inside it; entries of unclaimed ids in it drop at the join).
+        run_entries AS MATERIALIZED (
+            SELECT transaction_id, account_id, points FROM coalition_entry
+             WHERE transaction_id BETWEEN %(lo)s AND %(hi)s
+        ),
+        -- The run's claimed transactions: its claims in id order merged with the same span.
+        run_txns AS MATERIALIZED (
+            SELECT t.id, t.kind, t.created_at, t.reversal_of_id
+              FROM settlement_claim c
+              JOIN coalition_transaction t ON t.id = c.transaction_id
+             WHERE c.run_id = %(run)s AND t.id BETWEEN %(lo)s AND %(hi)s
+        ),
         legs AS (
             SELECT a.kind AS account_kind, a.partner_id, a.charity_id,
                    CASE WHEN t.kind = 'reversal' THEN 1 ELSE 0 END AS is_reversal,
@@ -113,12 +149,10 @@ def _aggregate_sql(donation_table: str | None) -> str:
                    COALESCE(o.created_at, t.created_at) AS priced_at,
                    COALESCE(t.reversal_of_id, t.id) AS origin_id,
                    e.points
-              FROM settlement_claim c
-              JOIN coalition_transaction t ON t.id = c.transaction_id
-              LEFT JOIN coalition_transaction o ON o.id = t.reversal_of_id
-              JOIN coalition_entry e ON e.transaction_id = c.transaction_id
-              JOIN coalition_account a ON a.id = e.account_id
-             WHERE c.run_id = %(run)s
+              FROM run_entries e
+              JOIN accounts a ON a.id = e.account_id
+              JOIN run_txns t ON t.id = e.transaction_id
+              {origin_join}
         )
         SELECT l.account_kind, l.partner_id, l.charity_id, l.is_reversal, l.is_match,
                tr.id, {price}, SUM(l.points)
@@ -151,11 +185,20 @@ def aggregate_claims(*, run: SettlementRun) -> list[AggregateRow]:
         if connection.vendor == "postgresql":
             # One big hash join, run a few times a month: room to hash in memory, and no
             # JIT compilation (half a second for a query that runs once).
-            cursor.execute("SET LOCAL work_mem = '64MB'")
+            cursor.execute("SET LOCAL work_mem = '256MB'")
             cursor.execute("SET LOCAL jit = off")
-        cursor.execute(_aggregate_sql(_donation_table()), {"run": run.pk})
+        cursor.execute(
+            "SELECT min(transaction_id), max(transaction_id) FROM settlement_claim "
+            "WHERE run_id = %s",
+            [run.pk],
+        )
+        lo, hi = cursor.fetchone()
+        if lo is None:
+            return []  # nothing claimed
+        sql = _aggregate_sql(_donation_table(), connection.vendor)
+        cursor.execute(sql, {"run": run.pk, "lo": lo, "hi": hi})
         rows = cursor.fetchall()
-    return [
+    aggregated = [
         AggregateRow(
             account_kind=kind,
             partner_id=partner_id,
@@ -168,6 +211,21 @@ def aggregate_claims(*, run: SettlementRun) -> list[AggregateRow]:
         )
         for kind, partner_id, charity_id, is_reversal, is_match, terms_id, price, points in rows
     ]
+    # Member wallets' legs are not read (half the entries, none priced): every claimed
+    # transaction sums to zero, so together they moved minus everything else.
+    aggregated.append(
+        AggregateRow(
+            account_kind=AccountKind.MEMBER_WALLET,
+            partner_id=None,
+            charity_id=None,
+            is_reversal=False,
+            is_match=False,
+            terms_id=None,
+            donation_price=None,
+            points=-sum(row.points for row in aggregated),
+        )
+    )
+    return aggregated
 
 
 # --------------------------------------------------------------------------- 3. price and net
