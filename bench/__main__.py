@@ -399,8 +399,10 @@ account holds only a few dozen legs, and the peer runs ANALYZE on its tables bef
 ## What each figure is
 
 - single earn / burn: `python -m bench.ledger` (b1, b2, c1 against the floors a, a2, c2:
-  psycopg2 writing the same rows). Hordak: `Account.transfer_to` in `transaction.atomic()`
-  (one transaction, two legs, its deferred balance trigger), 1 and 2 processes.
+  the very statements the services send on PostgreSQL, through psycopg2 — one for an earn,
+  two for a burn — so the gap is Django and the services' Python). Hordak:
+  `Account.transfer_to` in `transaction.atomic()` (one transaction, two legs, its deferred
+  balance trigger), 1 and 2 processes.
 - batch accrual: `python -m bench.batch` (a) `import_purchases --sync` in process against
   (c) its raw-SQL floor, chunks of 1000 alternating.
 - GraphQL: `python -m bench.api` phase (1b), recordPurchase only, closed loop, gunicorn on
@@ -562,7 +564,17 @@ def main(argv: list[str] | None = None) -> None:
     meta["load_after"] = load()
     meta["elapsed"] = time.perf_counter() - started
     meta["problems"] = problems
-    Path(args.output).write_text(render(runs, settlement, meta, expiry), encoding="utf-8")
+    output = Path(args.output)
+    text = render(runs, settlement, meta, expiry)
+    # The soak (python -m bench.soak --write) keeps its own section across rewrites.
+    from bench.soak import SOAK_END, SOAK_START
+
+    if output.exists():
+        previous = output.read_text(encoding="utf-8")
+        if SOAK_START in previous and SOAK_END in previous:
+            soak = SOAK_START + previous.split(SOAK_START, 1)[1].split(SOAK_END, 1)[0] + SOAK_END
+            text = text.rstrip("\n") + "\n\n" + soak + "\n"
+    output.write_text(text, encoding="utf-8")
     log(f"wrote {args.output} in {meta['elapsed']:.0f} s")
 
 
