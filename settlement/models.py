@@ -51,6 +51,10 @@ class SettlementRun(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
 
     claimed_transactions = models.PositiveBigIntegerField(default=0)
+    # Every transaction with a smaller id had been claimed (or was never committed) when this
+    # run claimed: the next run looks at ids from here on only (computation.claim_floor).
+    # None: not known (SQLite, or open transactions outlasted the claim's wait).
+    claim_floor_id = models.BigIntegerField(null=True, blank=True, editable=False)
     # Points moved by the claimed transactions (net of reversals).
     issued_points = models.BigIntegerField(default=0, help_text="Partner-issued, not matches.")
     operator_funded_points = models.BigIntegerField(default=0)

@@ -160,6 +160,9 @@ LOGGING = {
 # Lines whose net is smaller than this (absolute, in the line's currency) carry forward.
 SETTLEMENT_MINIMUM = env.str("SETTLEMENT_MINIMUM", default="10.00")
 SETTLEMENT_CHARITY_MINIMUM = env.str("SETTLEMENT_CHARITY_MINIMUM", default=SETTLEMENT_MINIMUM)
+# How long a run's claim waits for database transactions already open when it starts (so
+# that it can advance its claim floor); past it, it claims by scanning the whole history.
+SETTLEMENT_CLAIM_WAIT_SECONDS = env.float("SETTLEMENT_CLAIM_WAIT_SECONDS", default=30.0)
 # The Stripe API version every settlement call pins (settlement/stripe_gateway.py).
 STRIPE_API_VERSION = env.str("STRIPE_API_VERSION", default="2024-06-20")
 # Webhook signatures older than this many seconds are refused (replay protection).

@@ -18,3 +18,7 @@ DATABASES["default"]["TEST"] = {  # noqa: F405
     if DATABASES["default"]["ENGINE"].endswith("postgresql")  # noqa: F405
     else None
 }
+
+# A run's claim waits this long for open database transactions (tests that hold one open on
+# purpose would otherwise wait the default 30 s).
+SETTLEMENT_CLAIM_WAIT_SECONDS = 2.0

@@ -17,12 +17,15 @@ was charged) and are netted in the run that claims them.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, localcontext
 from fractions import Fraction
 
-from django.db import connection
+from django.conf import settings
+from django.db import connection, models
 
 from charity.models import Charity
 from coalition.models import Account
@@ -34,6 +37,7 @@ from ..errors import CurrencyMismatch, InvalidState
 from ..models import SettlementLine, SettlementLineComponent, SettlementRun
 from .common import charity_minimum, partner_minimum
 
+logger = logging.getLogger(__name__)
 Component = SettlementLineComponent.Kind
 AccountKind = Account.Kind
 MONEY_CONTEXT = Context(prec=60)
@@ -43,31 +47,119 @@ MONEY_CONTEXT = Context(prec=60)
 
 # EXCEPT, not NOT EXISTS: a set operation is hashed (or sorted) whatever the statistics say,
 # whereas an anti-join planned as a nested loop over the claim table being filled is
-# quadratic. Linear in the ledger's history. No ON CONFLICT: only one run is open at a time,
-# and should two ever claim at once, the primary key makes the second fail, not skip.
+# quadratic. No ON CONFLICT: only one run is open at a time, and should two ever claim at
+# once, the primary key makes the second fail, not skip.
+#
+# Both sides start at the claim floor: every transaction with a smaller id was claimed by an
+# earlier run (or never committed), so a nightly run reads the day's transactions and the
+# day's claims, not the ledger's whole history (13.5 s for the last 1M of 10M without it).
 _CLAIM_SQL = """
     INSERT INTO settlement_claim (transaction_id, run_id)
     SELECT unclaimed.id, %(run)s FROM (
-        SELECT id FROM coalition_transaction WHERE created_at < %(period_end)s
+        SELECT id FROM coalition_transaction
+         WHERE id >= %(floor)s AND created_at < %(period_end)s
         EXCEPT
-        SELECT transaction_id FROM settlement_claim
+        SELECT transaction_id FROM settlement_claim WHERE transaction_id >= %(floor)s
     ) unclaimed
 """
 
 
 def claim_transactions(*, run: SettlementRun) -> int:
     """Claim, in one statement, every transaction not yet settled created before the run's
-    period end. Transactions still uncommitted are invisible to it: they go to the next run."""
+    period end, and record the run's claim floor. Transactions still uncommitted when the
+    claim reads the ledger are invisible to it: they go to the next run."""
     if connection.vendor not in ("postgresql", "sqlite"):
         raise InvalidState(f"Settlement does not support the {connection.vendor} database")
+    floor = _previous_floor(run)
+    allocated = _wait_for_allocated_ids() if connection.vendor == "postgresql" else None
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_SQL, {"run": run.pk, "period_end": run.period_end})
+        cursor.execute(
+            _CLAIM_SQL, {"run": run.pk, "period_end": run.period_end, "floor": floor or 0}
+        )
         claimed = cursor.rowcount
-        if connection.vendor == "postgresql" and claimed > 10_000:
-            # The planner must know the claims just written (this transaction's own rows
-            # count for ANALYZE), or it plans the aggregation as a million index look-ups.
-            cursor.execute("ANALYZE settlement_claim")
+        run.claim_floor_id = _next_floor(floor or 0, allocated, run.period_end)
         return claimed
+
+
+def _previous_floor(run: SettlementRun) -> int | None:
+    """The highest claim floor of the runs whose claims stand (a discarded run gave its
+    claims back, so its floor says nothing)."""
+    return (
+        SettlementRun.objects.exclude(pk=run.pk)
+        .exclude(status=SettlementRun.Status.DISCARDED)
+        .aggregate(floor=models.Max("claim_floor_id"))["floor"]
+    )
+
+
+def _wait_for_allocated_ids() -> int | None:
+    """The highest transaction id allocated so far, once every database transaction that
+    could hold a lower id uncommitted has ended — None if one outlasts the wait.
+
+    How PostgreSQL's CREATE INDEX CONCURRENTLY waits for older transactions: note the
+    virtual transaction ids open now (pg_locks shows every session's, whatever the role may
+    read of pg_stat_activity), then wait until none of them remains. An id at or below the
+    sequence's value read before that list was taken by one of them (or has committed or
+    rolled back already); any transaction starting later gets a higher id.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT last_value FROM pg_sequences WHERE schemaname = current_schema() "
+            "AND sequencename = %s",
+            [_transaction_sequence(cursor)],
+        )
+        row = cursor.fetchone()
+        allocated = row[0] if row and row[0] is not None else 0
+        cursor.execute(
+            "SELECT array_agg(l.virtualtransaction) FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'virtualxid' AND l.pid <> pg_backend_pid() "
+            "AND a.datname = current_database()"  # only this database can use the sequence
+        )
+        open_ones = cursor.fetchone()[0] or []
+        deadline = time.monotonic() + settings.SETTLEMENT_CLAIM_WAIT_SECONDS
+        while open_ones:
+            cursor.execute(
+                "SELECT array_agg(virtualtransaction) FROM pg_locks "
+                "WHERE locktype = 'virtualxid' AND virtualtransaction = ANY(%s)",
+                [open_ones],
+            )
+            open_ones = cursor.fetchone()[0] or []
+            if open_ones and time.monotonic() > deadline:
+                logger.warning(
+                    "settlement claim: %d database transaction(s) still open after %.0f s; "
+                    "claiming without advancing the claim floor",
+                    len(open_ones),
+                    settings.SETTLEMENT_CLAIM_WAIT_SECONDS,
+                )
+                return None
+            if open_ones:
+                time.sleep(0.05)
+    return allocated
+
+
+def _transaction_sequence(cursor) -> str:
+    cursor.execute("SELECT pg_get_serial_sequence('coalition_transaction', 'id')")
+    qualified = cursor.fetchone()[0]  # "public.coalition_transaction_id_seq"
+    return qualified.split(".", 1)[-1].strip('"')
+
+
+def _next_floor(floor: int, allocated: int | None, period_end) -> int | None:
+    """This run's claim floor: the lowest id at or above the previous floor that is still
+    unclaimed after this claim — a transaction created at or after the period end (not due
+    yet), or the first id above those allocated before the claim (None if the wait gave up:
+    the previous floor then stands for the next run)."""
+    if allocated is None:
+        return floor or None
+    with connection.cursor() as cursor:
+        # In id order from the floor: what it passes over is this run's own claims.
+        cursor.execute(
+            "SELECT id FROM coalition_transaction "
+            "WHERE id >= %s AND id <= %s AND created_at >= %s ORDER BY id LIMIT 1",
+            [floor, allocated, period_end],
+        )
+        row = cursor.fetchone()
+        not_due = row[0] if row else None
+    return not_due if not_due is not None else allocated + 1
 
 
 # --------------------------------------------------------------------------- 2. aggregate
@@ -112,6 +204,10 @@ def _aggregate_sql(donation_table: str | None, vendor: str = "postgresql") -> st
         """
     else:
         price, joins = "NULL", ""
+    # PostgreSQL: keep only the legs on those accounts while reading the span, so the fenced
+    # read holds half the rows; "+ 0" keeps the planner on the transaction-id range (the
+    # account index would fetch every leg those accounts ever had).
+    entry_filter = "AND account_id + 0 = ANY(%(accounts)s)" if vendor == "postgresql" else ""
     # Only table names from the models and fixed fragments are interpolated; values are bound.
     return f"""
         WITH terms AS (
@@ -133,7 +229,7 @@ def _aggregate_sql(donation_table: str | None, vendor: str = "postgresql") -> st
         -- every claimed id is inside it; entries of unclaimed ids in it drop at the join).
         run_entries AS MATERIALIZED (
             SELECT transaction_id, account_id, points FROM coalition_entry
-             WHERE transaction_id BETWEEN %(lo)s AND %(hi)s
+             WHERE transaction_id BETWEEN %(lo)s AND %(hi)s {entry_filter}
         ),
         -- The run's claimed transactions: its claims in id order merged with the same span.
         run_txns AS MATERIALIZED (
@@ -154,16 +250,24 @@ def _aggregate_sql(donation_table: str | None, vendor: str = "postgresql") -> st
               JOIN run_txns t ON t.id = e.transaction_id
               {origin_join}
         )
+        -- Partner and programme legs are priced by the terms in force; only charity legs
+        -- (a few percent) look up their donation's price.
         SELECT l.account_kind, l.partner_id, l.charity_id, l.is_reversal, l.is_match,
-               tr.id, {price}, SUM(l.points)
+               tr.id, NULL, SUM(l.points)
           FROM legs l
           LEFT JOIN terms tr
                  ON l.partner_id IS NOT NULL AND tr.partner_id = l.partner_id
                 AND tr.valid_from <= l.priced_at
                 AND (tr.valid_to IS NULL OR l.priced_at < tr.valid_to)
+         WHERE l.account_kind <> 'charity_received'
+         GROUP BY l.account_kind, l.partner_id, l.charity_id, l.is_reversal, l.is_match, tr.id
+        UNION ALL
+        SELECT l.account_kind, l.partner_id, l.charity_id, l.is_reversal, l.is_match,
+               NULL, {price}, SUM(l.points)
+          FROM legs l
           {joins}
-         GROUP BY l.account_kind, l.partner_id, l.charity_id, l.is_reversal, l.is_match,
-                  tr.id, {price}
+         WHERE l.account_kind = 'charity_received'
+         GROUP BY l.account_kind, l.partner_id, l.charity_id, l.is_reversal, l.is_match, {price}
     """  # noqa: S608
 
 
@@ -195,8 +299,10 @@ def aggregate_claims(*, run: SettlementRun) -> list[AggregateRow]:
         lo, hi = cursor.fetchone()
         if lo is None:
             return []  # nothing claimed
+        cursor.execute("SELECT id FROM coalition_account WHERE member_id IS NULL")
+        accounts = [row[0] for row in cursor.fetchall()]
         sql = _aggregate_sql(_donation_table(), connection.vendor)
-        cursor.execute(sql, {"run": run.pk, "lo": lo, "hi": hi})
+        cursor.execute(sql, {"run": run.pk, "lo": lo, "hi": hi, "accounts": accounts})
         rows = cursor.fetchall()
     aggregated = [
         AggregateRow(
