@@ -48,6 +48,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+from bench import pg
 from bench.common import members_bulk_create
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/coalition_bench_batch"
@@ -56,44 +57,11 @@ PARTNER_CODE = "BENCH-FILE"
 
 
 def _db_config(url: str) -> dict:
-    import environ
-
-    if url.split(":", 1)[0].lower().startswith("sqlite"):
-        sys.exit(f"bench.batch measures PostgreSQL and refuses SQLite: use e.g. {DEFAULT_URL}")
-    config = environ.Env.db_url_config(url)
-    if "postgresql" not in config["ENGINE"]:
-        sys.exit(f"bench.batch needs PostgreSQL, not {config['ENGINE']}")
-    if "bench" not in config["NAME"]:
-        sys.exit(
-            f"bench.batch runs on a database of its own named like *bench*, e.g. {DEFAULT_URL}"
-        )
-    return config
+    return pg.db_config(url, bench="bench.batch", default_url=DEFAULT_URL)
 
 
-def _connect(config: dict, dbname: str | None = None):
-    import psycopg2
-
-    return psycopg2.connect(
-        dbname=dbname or config["NAME"],
-        user=config.get("USER") or None,
-        password=config.get("PASSWORD") or None,
-        host=config.get("HOST") or None,
-        port=config.get("PORT") or None,
-    )
-
-
-def ensure_database(config: dict) -> None:
-    from psycopg2 import sql
-
-    conn = _connect(config, dbname="postgres")
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [config["NAME"]])
-            if not cur.fetchone():
-                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(config["NAME"])))
-    finally:
-        conn.close()
+_connect = pg.connect
+ensure_database = pg.ensure_database
 
 
 def setup_django(url: str) -> None:

@@ -48,9 +48,10 @@ import multiprocessing
 import os
 import random
 import statistics
-import sys
 import time
 from datetime import UTC, datetime, timedelta
+
+from bench import pg
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/coalition_bench_expiry"
 GOAL_SECONDS_PER_MILLION = 60.0
@@ -61,43 +62,11 @@ PARTNER_CODE = "BENCH-EXPIRY"
 
 
 def _db_config(url: str) -> dict:
-    import environ
-
-    if url.split(":", 1)[0].lower().startswith("sqlite"):
-        sys.exit(f"bench.expiry measures PostgreSQL and refuses SQLite: use e.g. {DEFAULT_URL}")
-    config = environ.Env.db_url_config(url)
-    if "postgresql" not in config["ENGINE"]:
-        sys.exit(f"bench.expiry needs PostgreSQL, not {config['ENGINE']}")
-    if "bench" not in config["NAME"]:
-        sys.exit(
-            f"bench.expiry empties its ledger tables; it only runs on a database named like "
-            f"*bench*, e.g. {DEFAULT_URL}"
-        )
-    return config
+    return pg.db_config(url, bench="bench.expiry", default_url=DEFAULT_URL)
 
 
-def _connect(config: dict, dbname: str | None = None):
-    import psycopg2
-
-    return psycopg2.connect(
-        dbname=dbname or config["NAME"],
-        user=config.get("USER") or None,
-        password=config.get("PASSWORD") or None,
-        host=config.get("HOST") or None,
-        port=config.get("PORT") or None,
-    )
-
-
-def ensure_database(config: dict) -> None:
-    from psycopg2 import sql
-
-    conn = _connect(config, "postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [config["NAME"]])
-        if cur.fetchone() is None:
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(config["NAME"])))
-    conn.close()
+_connect = pg.connect
+ensure_database = pg.ensure_database
 
 
 def setup_django(url: str) -> None:
