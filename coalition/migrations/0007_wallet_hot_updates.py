@@ -8,24 +8,9 @@ column changed, PostgreSQL writes the new row version on the same page and touch
 Room comes from a fillfactor of 80 (new pages; existing ones as they are rewritten); the
 partner and charity indexes become partial so wallets (which have neither) are not in them."""
 
-from pathlib import Path
-
 from django.db import migrations, models
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
-
-
-def _sqlite_rules(script):
-    """SQLite rebuilds the account table to alter its fields, and its ledger triggers name
-    that table: take them off around the rebuild and put them back as 0002 wrote them."""
-
-    def apply(apps, schema_editor):
-        if schema_editor.connection.vendor == "sqlite":
-            schema_editor.connection.connection.executescript(
-                (SQL_DIR / f"sqlite_{script}.sql").read_text()
-            )
-
-    return apply
+from coalition.migration_sql import sql_file
 
 
 def _fillfactor(value):
@@ -44,7 +29,9 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(_sqlite_rules("ledger_rules_reverse"), _sqlite_rules("ledger_rules")),
+        migrations.RunPython(
+            sql_file("sqlite", "ledger_rules_reverse"), sql_file("sqlite", "ledger_rules")
+        ),
         migrations.AlterField(
             model_name="account",
             name="charity",
@@ -86,5 +73,7 @@ class Migration(migrations.Migration):
             ),
         ),
         migrations.RunPython(_fillfactor(80), _fillfactor(100)),
-        migrations.RunPython(_sqlite_rules("ledger_rules"), _sqlite_rules("ledger_rules_reverse")),
+        migrations.RunPython(
+            sql_file("sqlite", "ledger_rules"), sql_file("sqlite", "ledger_rules_reverse")
+        ),
     ]

@@ -4,28 +4,10 @@
 foreign keys (coalition/sql/postgresql_entry_references.sql says why). SQLite rebuilds the
 tables to drop the constraints, so its ledger triggers are taken off and put back around it."""
 
-from pathlib import Path
-
 import django.db.models.deletion
 from django.db import migrations, models
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
-
-
-def _run(vendor, name):
-    def apply(apps, schema_editor):
-        connection = schema_editor.connection
-        if connection.vendor != vendor:
-            return
-        sql = (SQL_DIR / f"{vendor}_{name}.sql").read_text()
-        if vendor == "sqlite":
-            connection.connection.executescript(sql)
-        else:
-            # No parameters: the '%' placeholders of RAISE must reach the server untouched.
-            with connection.cursor() as cursor:
-                cursor.execute(sql)
-
-    return apply
+from coalition.migration_sql import sql_file
 
 
 class Migration(migrations.Migration):
@@ -35,7 +17,7 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RunPython(
-            _run("sqlite", "ledger_rules_reverse"), _run("sqlite", "ledger_rules")
+            sql_file("sqlite", "ledger_rules_reverse"), sql_file("sqlite", "ledger_rules")
         ),
         migrations.AlterField(
             model_name="entry",
@@ -78,9 +60,9 @@ class Migration(migrations.Migration):
             ),
         ),
         migrations.RunPython(
-            _run("sqlite", "ledger_rules"), _run("sqlite", "ledger_rules_reverse")
+            sql_file("sqlite", "ledger_rules"), sql_file("sqlite", "ledger_rules_reverse")
         ),
         migrations.RunPython(
-            _run("postgresql", "entry_references"), _run("postgresql", "entry_references_reverse")
+            sql_file("postgresql", "entry_references"), sql_file("postgresql", "entry_references_reverse")
         ),
     ]

@@ -576,10 +576,14 @@ def _post_credit(
 # has checked that the points are spendable; the database's spend guard checks again.
 _SPEND_SQL = """
 WITH open AS (
+    -- Every open lot holds at least one point, so the first `to_take` lots in expiry order
+    -- always suffice: read no more of them (lot_member_open serves them in that order).
     SELECT id, remaining, expires_at,
            sum(remaining) OVER (ORDER BY expires_at ASC NULLS LAST, id) AS upto
-      FROM coalition_lot
-     WHERE member_id = %(member)s AND remaining > 0
+      FROM (SELECT id, remaining, expires_at FROM coalition_lot
+             WHERE member_id = %(member)s AND remaining > 0
+             ORDER BY expires_at ASC NULLS LAST, id
+             LIMIT %(to_take)s) AS first_lots
 ), take AS (
     SELECT id, expires_at, least(remaining, %(to_take)s - (upto - remaining)) AS points
       FROM open
