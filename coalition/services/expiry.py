@@ -25,11 +25,13 @@ the lots the first one already took, and writes nothing for those members.
 """
 
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import connection
+from django.conf import settings
+from django.db import connection, connections
 from django.db.models import F
 from django.utils import timezone
 
@@ -135,7 +137,12 @@ def _wallets_lock(member_ids: list[int]) -> None:
         )
 
 
-def points_expire_due(*, now: datetime | None = None, batch_size: int = DEFAULT_CHUNK) -> int:
+def points_expire_due(
+    *,
+    now: datetime | None = None,
+    batch_size: int = DEFAULT_CHUNK,
+    workers: int | None = None,
+) -> int:
     """Expire due points into programme breakage; returns how many points expired.
 
     Fixed lifetime: lots whose expiry has passed. Inactivity: every lot of a member whose
@@ -144,19 +151,76 @@ def points_expire_due(*, now: datetime | None = None, batch_size: int = DEFAULT_
     hold is resolved. Each member gets one EXPIRE transaction; `batch_size` members share a
     database transaction, so a sweep never blocks a member's burn for long; two sweeps at
     once do the work once.
+
+    `workers` (default: settings.COALITION["EXPIRY_WORKERS"]) sweeps that many disjoint
+    ranges of member ids at once, each on its own database connection (PostgreSQL; their
+    wallets never overlap, so they never wait for each other). SQLite, or a call inside a
+    transaction, sweeps in one.
     """
     now = now or timezone.now()
     programme = programme_get()
     if programme.expiry_policy == Programme.ExpiryPolicy.NONE:
         return 0
+    workers = workers or settings.COALITION.get("EXPIRY_WORKERS", 1)
+    if workers <= 1 or connection.vendor != "postgresql" or connection.in_atomic_block:
+        # Inside a caller's transaction the sweep stays in it (other connections would not
+        # see what it has not committed).
+        return _sweep(programme, now, batch_size, after=0, upto=None)
+    first, last = _due_span(programme, now)
+    if first is None:
+        return 0
+    step = (last - first) // workers + 1
+    bounds = [(first - 1 + i * step, first - 1 + (i + 1) * step) for i in range(workers)]
+    totals: list[int] = []
+    errors: list[BaseException] = []
+
+    def sweep(after: int, upto: int) -> None:
+        try:
+            totals.append(_sweep(programme, now, batch_size, after=after, upto=upto))
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller's thread
+            errors.append(exc)
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    threads = [threading.Thread(target=sweep, args=bound) for bound in bounds]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return sum(totals)
+
+
+def _sweep(
+    programme: Programme, now: datetime, batch_size: int, *, after: int, upto: int | None
+) -> int:
+    """Expire chunk by chunk the due members with ids in (after, upto]."""
     expired_total = 0
-    last_member_id = 0
     while True:
-        member_ids = _due_members(programme, now, after=last_member_id, limit=batch_size)
+        member_ids = _due_members(programme, now, after=after, limit=batch_size)
+        if upto is not None:
+            member_ids = [member_id for member_id in member_ids if member_id <= upto]
         if not member_ids:
             return expired_total
         expired_total += _expire_chunk(member_ids, programme, now)
-        last_member_id = member_ids[-1]
+        after = member_ids[-1]
+
+
+def _due_span(programme: Programme, now: datetime) -> tuple[int | None, int | None]:
+    """The lowest and highest member id that may have points to expire."""
+    first = _due_members(programme, now, after=0, limit=1)
+    if not first:
+        return None, None
+    if programme.expiry_policy == Programme.ExpiryPolicy.FIXED:
+        candidates = PointLot.objects.filter(remaining__gt=0, expires_at__lte=now)
+    else:
+        inactive_since = add_months(now, -programme.expiry_months)
+        candidates = Account.objects.filter(
+            kind=Account.Kind.MEMBER_WALLET, balance__gt=0, last_activity_at__lte=inactive_since
+        )
+    last = candidates.order_by("-member_id").values_list("member_id", flat=True).first()
+    return first[0], last
 
 
 def _due_members(programme: Programme, now: datetime, *, after: int, limit: int) -> list[int]:

@@ -135,6 +135,8 @@ STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="whsec_coalitio
 COALITION = {
     # Largest number of points one transaction may move.
     "MAX_POINTS_PER_TRANSACTION": env.int("COALITION_MAX_POINTS_PER_TRANSACTION", 10_000_000),
+    # The expiry sweep's parallel ranges of members (PostgreSQL), one connection each.
+    "EXPIRY_WORKERS": env.int("COALITION_EXPIRY_WORKERS", 2),
     # Prefix of generated 16-digit member numbers (the last digit is a Luhn check digit).
     "MEMBER_NUMBER_PREFIX": env.str("COALITION_MEMBER_NUMBER_PREFIX", "6337"),
     # How long an unused redemption hold reserves points.

@@ -289,3 +289,24 @@ def test_burns_racing_the_sweep_never_overspend(fixed_12_months, partner):
         took = [txn.member_points for txn in expiries(each)]
         assert took in ([-100], [-40]), took
     assert "broken" not in check_ledger_output()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_parallel_ranges_expire_exactly_what_one_sweep_expires(fixed_12_months, partner):
+    # Given 30 members with a due lot each (10 + n points) and a lot not due yet
+    members = [factories.member() for _ in range(30)]
+    for index, each in enumerate(members):
+        factories.earn(each, partner, 10 + index, now=T0)
+        factories.earn(each, partner, 5, now=T0 + timedelta(days=40))
+
+    # When the sweep runs in three parallel ranges of members (own connections), 4 a chunk
+    expired = services.points_expire_due(now=DUE + timedelta(days=1), batch_size=4, workers=3)
+
+    # Then every member lost its due points once, the lot not due is left, the ledger ties
+    assert expired == sum(10 + index for index in range(30))
+    assert all(len(expiries(each)) == 1 for each in members)
+    assert all(factories.wallet(each).balance == 5 for each in members)
+    assert "ledger ok" in check_ledger_output()
+    # and a second parallel sweep finds nothing left to do
+    assert services.points_expire_due(now=DUE + timedelta(days=1), workers=3) == 0
