@@ -409,7 +409,8 @@ account holds only a few dozen legs, and the peer runs ANALYZE on its tables bef
   loopback, client on the same cores; (2) the services layer in 2 processes.
 - settlement: `python -m bench.settlement` (`run_create` over a loaded ledger), loaded once,
   timed {len(settlement)} time(s).
-- expiry: `python -m bench.expiry --lots N` (`points_expire_due` over N due lots, one per
+- expiry: `python -m bench.expiry --lots N` (`points_expire_due`, 2 member ranges in
+  parallel by default, over N due lots, one per
   member, while another process burns at the members the sweep is about to reach) against
   its raw-SQL floor (the same chunks in psycopg2); hordak: `python -m bench.peer_hordak
   --only expiry --expiry-lots N`. Run once (not per run); N is in the row's name.
