@@ -299,10 +299,13 @@ def aggregate_claims(*, run: SettlementRun) -> list[AggregateRow]:
         lo, hi = cursor.fetchone()
         if lo is None:
             return []  # nothing claimed
-        cursor.execute("SELECT id FROM coalition_account WHERE member_id IS NULL")
-        accounts = [row[0] for row in cursor.fetchall()]
-        sql = _aggregate_sql(_donation_table(), connection.vendor)
-        cursor.execute(sql, {"run": run.pk, "lo": lo, "hi": hi, "accounts": accounts})
+        params = {"run": run.pk, "lo": lo, "hi": hi}
+        if connection.vendor == "postgresql":
+            # The non-wallet accounts, as one array (only PostgreSQL's SQL uses it; SQLite
+            # could not even bind a list, which DEBUG's query log tries to do).
+            cursor.execute("SELECT id FROM coalition_account WHERE member_id IS NULL")
+            params["accounts"] = [row[0] for row in cursor.fetchall()]
+        cursor.execute(_aggregate_sql(_donation_table(), connection.vendor), params)
         rows = cursor.fetchall()
     aggregated = [
         AggregateRow(
