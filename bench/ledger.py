@@ -67,6 +67,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from bench import pg
 from bench.common import members_bulk_create
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/coalition_bench"
@@ -100,16 +101,7 @@ def _db_config(url: str) -> dict:
     return config
 
 
-def _connect(config: dict, dbname: str | None = None):
-    import psycopg2
-
-    return psycopg2.connect(
-        dbname=dbname or config["NAME"],
-        user=config.get("USER") or None,
-        password=config.get("PASSWORD") or None,
-        host=config.get("HOST") or None,
-        port=config.get("PORT") or None,
-    )
+_connect = pg.connect
 
 
 def ensure_database(config: dict, recreate: bool = False) -> bool:

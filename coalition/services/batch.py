@@ -61,6 +61,7 @@ from ..models import (
 from .idempotency import ledger_write, request_fingerprint
 from .posting import (
     _require_active_partner,
+    as_stored,
     lot_expiry,
     programme_get,
     system_account_id,
@@ -495,8 +496,7 @@ def _stored(row: _Row, txn_id: int, caller: str, partner_id, now: datetime) -> L
         created_at=now,
         metadata=row.request.metadata or {},
     )
-    txn._state.adding = False  # it is stored: a save() would UPDATE (and be refused)
-    return txn
+    return as_stored(txn)  # a save() would UPDATE (and be refused)
 
 
 TRANSACTION_COLUMNS = [

@@ -145,6 +145,14 @@ def system_account_id(
     return account_id
 
 
+def as_stored(instance: T) -> T:
+    """Mark a model instance built from values just written by SQL as the stored row it is
+    (no query): a later save() updates it rather than inserting it again."""
+    instance._state.adding = False
+    instance._state.db = connection.alias
+    return instance
+
+
 _TOUCH_SQL = (
     "UPDATE coalition_account SET last_activity_at = %s WHERE member_id = %s "
     "RETURNING id, kind, member_id, balance, held, last_activity_at"
@@ -163,13 +171,15 @@ def _lock_wallet(member: Member, *, touch: datetime | None = None) -> Account:
     if row is None:
         raise Account.DoesNotExist(f"member {member.pk} has no wallet")
     account_id, kind, member_id, balance, held, _ = row
-    return Account(
-        id=account_id,
-        kind=kind,
-        member_id=member_id,
-        balance=balance,
-        held=held,
-        last_activity_at=touch,
+    return as_stored(
+        Account(
+            id=account_id,
+            kind=kind,
+            member_id=member_id,
+            balance=balance,
+            held=held,
+            last_activity_at=touch,
+        )
     )
 
 
@@ -219,8 +229,7 @@ def _lock_wallet_unless_replay(
         held=held,
         last_activity_at=touch,
     )
-    wallet._state.adding = False
-    return wallet, False
+    return as_stored(wallet), False
 
 
 def _lock_wallets(member_ids: Iterable[int]) -> dict[int, Account]:
@@ -564,9 +573,7 @@ def _post_credit(
         created_at=now,
         metadata=metadata,
     )
-    txn._state.adding = False
-    txn._state.db = connection.alias
-    return txn, None
+    return as_stored(txn), None
 
 
 # PostgreSQL only: a spend from a locked wallet in one statement. The lots are consumed
@@ -671,6 +678,4 @@ def _post_spend(
         created_at=now,
         metadata={**(metadata or {}), "lots": json.loads(lots)},
     )
-    txn._state.adding = False
-    txn._state.db = connection.alias
-    return txn
+    return as_stored(txn)
