@@ -217,6 +217,11 @@ class LedgerTransaction(models.Model):
         ADJUSTMENT = "adjustment", "Adjustment"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
+    # No database foreign keys (db_constraint=False): as for entries and lots, a row-level FK
+    # check per transaction at commit took a KEY SHARE lock on the partner's row, a row every
+    # posting at that partner shared. A statement-level trigger checks the references instead
+    # (coalition/sql/postgresql_transaction_references.sql), and members, partners, charities
+    # and holds refuse deletion while a transaction names them.
     # Every index on this table is written by every posting, so each one has to earn its
     # place: member and partner are covered by txn_member_history / txn_partner_time (their
     # leading column); charity, reversal_of and hold are rarely set, so their indexes below
@@ -228,6 +233,7 @@ class LedgerTransaction(models.Model):
         on_delete=models.PROTECT,
         related_name="transactions",
         db_index=False,
+        db_constraint=False,
     )
     partner = models.ForeignKey(
         "partners.Partner",
@@ -236,6 +242,7 @@ class LedgerTransaction(models.Model):
         on_delete=models.PROTECT,
         related_name="+",
         db_index=False,
+        db_constraint=False,
     )
     charity = models.ForeignKey(
         "charity.Charity",
@@ -244,6 +251,7 @@ class LedgerTransaction(models.Model):
         on_delete=models.PROTECT,
         related_name="+",
         db_index=False,
+        db_constraint=False,
     )
     # Signed points on the member's wallet, as the member sees them (0 when no wallet moved).
     member_points = models.BigIntegerField(default=0)
@@ -261,6 +269,7 @@ class LedgerTransaction(models.Model):
         on_delete=models.PROTECT,
         related_name="reversals",
         db_index=False,
+        db_constraint=False,
     )
     hold = models.ForeignKey(
         "RedemptionHold",
@@ -269,6 +278,7 @@ class LedgerTransaction(models.Model):
         on_delete=models.PROTECT,
         related_name="captures",
         db_index=False,
+        db_constraint=False,
     )
     created_at = models.DateTimeField(default=timezone.now)
     metadata = models.JSONField(default=dict, blank=True)

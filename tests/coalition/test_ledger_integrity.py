@@ -157,12 +157,14 @@ def test_entries_added_later_to_a_balanced_transaction_must_keep_it_balanced(fun
     # Given a wallet with 100 points from a committed earn
     wallet, issued, earn = funded
 
-    # When raw SQL adds one more leg to that earn, and then a balanced pair
-    with pytest.raises(IntegrityError, match=r"does not balance \(3 entries, sum 5\)"):
+    # When raw SQL adds one more leg to that earn
+    with pytest.raises(
+        IntegrityError, match=r"transaction \d+ does not balance \(1 entries, sum 5\)"
+    ):
         with transaction.atomic(), connection.cursor() as cursor:
             insert_entries(cursor, transaction_id=earn.pk, legs=[(wallet.pk, 5)])
 
-    # Then the lone leg is refused (it is checked with the legs the earn already had)
+    # Then the lone leg is refused: the earn balanced before, so with it the earn would not
     assert factories.wallet(wallet.member).balance == 100
     assert selectors.ledger_check().ok
 
@@ -392,6 +394,92 @@ def test_a_lot_must_point_at_a_member_and_a_transaction_that_exist(funded):
 
     # Then it was refused
     assert not PointLot.objects.filter(member_id=10**12).exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "column, named",
+    [
+        ("member_id", "member"),
+        ("partner_id", "partner"),
+        ("charity_id", "charity"),
+        ("hold_id", "hold"),
+        ("reversal_of_id", "transaction"),
+    ],
+)
+def test_a_transaction_must_name_parents_that_exist(funded, column, named):
+    # Given a funded wallet
+    wallet, issued, _ = funded
+    transactions_before = LedgerTransaction.objects.count()
+
+    # When raw SQL writes a transaction naming a parent nobody has
+    references = {"member_id": wallet.member_id, column: 10**12}
+    with pytest.raises(IntegrityError, match=f"names {named} {10**12}, which does not exist"):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                INSERT INTO coalition_transaction
+                    (kind, {", ".join(references)}, member_points, reference, caller,
+                     request_hash, purchase_currency, created_at, metadata)
+                VALUES ('adjustment', {", ".join(["%s"] * len(references))}, 0, '', 'raw:sql',
+                        '', '', now(), '{{}}')
+                """,
+                list(references.values()),
+            )
+
+    # Then it was refused at once and nothing was written
+    assert LedgerTransaction.objects.count() == transactions_before
+    assert selectors.ledger_check().ok
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_lot_must_belong_to_the_member_of_its_transaction(funded):
+    # Given a member's earn and another member
+    wallet, _, earn = funded
+    other = factories.member()
+
+    # When raw SQL writes a lot of the other member from that earn
+    with pytest.raises(IntegrityError, match="is not that member's"):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO coalition_lot (member_id, transaction_id, points, remaining, "
+                "created_at) VALUES (%s, %s, 5, 5, now())",
+                [other.pk, earn.pk],
+            )
+
+    # Then it was refused
+    assert not PointLot.objects.filter(member=other).exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_partners_charities_and_holds_named_by_transactions_cannot_be_deleted(
+    funded, partner, charity
+):
+    # Given a partner with an earn, a charity with a donation and a captured hold
+    wallet, _, _ = funded
+    member = wallet.member
+    factories.donate(member, charity, 10)
+    hold = factories.hold(member, partner, 20)
+    factories.capture(hold)
+
+    # When raw SQL deletes them
+    for statement, params, message in [
+        ("DELETE FROM partners_partner WHERE id = %s", [partner.pk], "partner"),
+        ("DELETE FROM charity_charity WHERE id = %s", [charity.pk], "charity"),
+        ("DELETE FROM coalition_hold WHERE id = %s", [hold.pk], "hold"),
+    ]:
+        with pytest.raises(IntegrityError, match=f"{message} \\d+ has transactions"):
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(statement, params)
+
+    # Then all three are still there and the ledger still ties
+    assert type(partner).objects.filter(pk=partner.pk).exists()
+    assert type(charity).objects.filter(pk=charity.pk).exists()
+    assert type(hold).objects.filter(pk=hold.pk).exists()
+    assert selectors.ledger_check().ok
 
 
 @pytest.mark.postgres
