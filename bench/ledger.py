@@ -22,7 +22,9 @@ transactions, each transaction its own database transaction, members taken round
   (a)  earn, raw SQL floor: one psycopg2 connection sending the statement `points_earn`
        sends on PostgreSQL (coalition/services/posting.py _CREDIT_SQL: replay check, wallet
        lock with the activity, transaction, legs and lot in one statement) with the same
-       values: BEGIN, the statement, COMMIT. What is left between (a) and (b1) is Django and
+       values: BEGIN, the statement, COMMIT. Like the service, it sends the statement as a
+       server-side prepared statement (coalition/prepared.py; plain text when
+       COALITION_PREPARED_STATEMENTS=false). What is left between (a) and (b1) is Django and
        the service's Python.
   (a2) the same floor in two processes on disjoint halves of the members.
   (b1) `coalition.services.points_earn` through Django, one process.
@@ -212,12 +214,30 @@ def prepare(url: str, members: int, log: Callable[[str], None]) -> Fixture:
 # transaction, for member_ids[n % len(member_ids)].
 
 
+def _execute(cur, statement, params: dict) -> None:
+    """A service statement on a raw psycopg2 cursor, as the service sends it: prepared on
+    first use on this connection (coalition/prepared.py), unless the setting turns that off."""
+    from django.conf import settings
+
+    if not settings.COALITION.get("PREPARED_STATEMENTS", True):
+        cur.execute(statement.sql, params)
+        return
+    prepared = _PREPARED.setdefault(cur.connection, set())
+    if statement.name not in prepared:
+        cur.execute(statement.prepare_sql)
+        prepared.add(statement.name)
+    cur.execute(statement.execute_sql, statement.arguments(params))
+
+
+_PREPARED: dict[object, set[str]] = {}  # per connection (kept open, so never reused)
+
+
 def _earn_floor(fixture: Fixture, member_ids: list[int], tag: str):
     """The earn's own statement (posting._CREDIT_SQL: replay check, wallet lock with the
     activity, transaction, legs, lot) through psycopg2: BEGIN, the statement, COMMIT."""
     from coalition.models import Account
     from coalition.services import lot_expiry, programme_get, request_fingerprint
-    from coalition.services.posting import _CREDIT_SQL, system_account_id
+    from coalition.services.posting import CREDIT, system_account_id
 
     programme = programme_get()
     partner_id = fixture.earn_partner_id
@@ -258,7 +278,7 @@ def _earn_floor(fixture: Fixture, member_ids: list[int], tag: str):
             "expires": lot_expiry(programme, now),
         }
         try:
-            cur.execute(_CREDIT_SQL, params)
+            _execute(cur, CREDIT, params)
             if cur.fetchone()[1] is None:
                 raise RuntimeError(f"bench earn {tag}-{n} wrote nothing")
             conn.commit()
@@ -275,7 +295,7 @@ def _burn_floor(fixture: Fixture, member_ids: list[int], tag: str):
     check between them: BEGIN, the two statements, COMMIT."""
     from coalition.models import Account
     from coalition.services import request_fingerprint
-    from coalition.services.posting import _REPLAY_OR_TOUCH_SQL, _SPEND_SQL, system_account_id
+    from coalition.services.posting import REPLAY_OR_TOUCH, SPEND, system_account_id
 
     partner_id = fixture.burn_partner_id
     redeemed = system_account_id(Account.Kind.PARTNER_REDEEMED, partner_id=partner_id)
@@ -291,15 +311,17 @@ def _burn_floor(fixture: Fixture, member_ids: list[int], tag: str):
         now = datetime.now(UTC)
         key = f"{tag}-{n}"
         try:
-            cur.execute(
-                _REPLAY_OR_TOUCH_SQL,
+            _execute(
+                cur,
+                REPLAY_OR_TOUCH,
                 {"caller": caller, "key": key, "now": now, "member": member_id},
             )
             _prior, wallet_id, _kind, _member, balance, held = cur.fetchone()
             if balance < 0 or BURN_POINTS > balance - held:
                 raise RuntimeError(f"bench wallet {wallet_id} ran out of points")
-            cur.execute(
-                _SPEND_SQL,
+            _execute(
+                cur,
+                SPEND,
                 {
                     "member": member_id,
                     "to_take": BURN_POINTS,

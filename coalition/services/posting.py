@@ -28,6 +28,7 @@ from ..models import (
     Programme,
     RedemptionHold,
 )
+from ..prepared import Prepared
 from .idempotency import _setting
 
 logger = logging.getLogger(__name__)
@@ -196,6 +197,11 @@ SELECT (SELECT id FROM prior), wallet.id, wallet.kind, wallet.member_id, wallet.
        wallet.held
   FROM (SELECT 1) AS one LEFT JOIN wallet ON true
 """
+REPLAY_OR_TOUCH = Prepared(
+    "coalition_replay_or_touch",
+    _REPLAY_OR_TOUCH_SQL,
+    {"caller": "text", "key": "text", "now": "timestamptz", "member": "bigint"},
+)
 
 
 def _lock_wallet_unless_replay(
@@ -214,7 +220,7 @@ def _lock_wallet_unless_replay(
         return _lock_wallet(member, touch=touch), False
     params = {"caller": caller, "key": idempotency_key, "now": touch, "member": member.pk}
     with connection.cursor() as cursor:
-        cursor.execute(_REPLAY_OR_TOUCH_SQL, params)
+        REPLAY_OR_TOUCH.execute(cursor, params)
         prior_id, *row = cursor.fetchone()
     if prior_id is not None:
         return None, True
@@ -498,6 +504,27 @@ WITH prior AS (
 SELECT (SELECT id FROM prior), (SELECT id FROM txn), (SELECT id FROM wallet),
        (SELECT balance FROM wallet)
 """
+CREDIT = Prepared(
+    "coalition_credit",
+    _CREDIT_SQL,
+    {
+        "caller": "text",
+        "key": "text",
+        "now": "timestamptz",
+        "member": "bigint",
+        "kind": "text",
+        "partner": "bigint",
+        "points": "bigint",
+        "reference": "text",
+        "hash": "text",
+        "amount": "numeric",
+        "currency": "text",
+        "metadata": "text",
+        "leg_accounts": "bigint[]",
+        "leg_points": "bigint[]",
+        "expires": "timestamptz",
+    },
+)
 
 
 def credit_in_one_statement() -> bool:
@@ -550,7 +577,7 @@ def _post_credit(
         "expires": expires_at,
     }
     with connection.cursor() as cursor:
-        cursor.execute(_CREDIT_SQL, params)
+        CREDIT.execute(cursor, params)
         prior_id, txn_id, wallet_id, _balance_before = cursor.fetchone()
     if prior_id is not None:
         return None, prior_id
@@ -625,6 +652,26 @@ WITH open AS (
 )
 SELECT txn.id, consumed.lots::text FROM txn CROSS JOIN consumed
 """
+SPEND = Prepared(
+    "coalition_spend",
+    _SPEND_SQL,
+    {
+        "member": "bigint",
+        "to_take": "bigint",
+        "kind": "text",
+        "partner": "bigint",
+        "charity": "bigint",
+        "points": "bigint",
+        "reference": "text",
+        "caller": "text",
+        "key": "text",
+        "hash": "text",
+        "now": "timestamptz",
+        "metadata": "text",
+        "wallet": "bigint",
+        "counter": "bigint",
+    },
+)
 
 
 def _post_spend(
@@ -661,7 +708,7 @@ def _post_spend(
         "counter": counter_account,
     }
     with connection.cursor() as cursor:
-        cursor.execute(_SPEND_SQL, params)
+        SPEND.execute(cursor, params)
         txn_id, lots = cursor.fetchone()
     wallet.balance -= points  # the database trigger did the same to the row
     txn = LedgerTransaction(

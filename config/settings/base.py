@@ -137,6 +137,9 @@ COALITION = {
     "MAX_POINTS_PER_TRANSACTION": env.int("COALITION_MAX_POINTS_PER_TRANSACTION", 10_000_000),
     # The expiry sweep's parallel ranges of members (PostgreSQL), one connection each.
     "EXPIRY_WORKERS": env.int("COALITION_EXPIRY_WORKERS", 2),
+    # The ledger's hot statements as server-side prepared statements (PostgreSQL;
+    # coalition/prepared.py). Turn off behind PgBouncer in transaction pooling mode.
+    "PREPARED_STATEMENTS": env.bool("COALITION_PREPARED_STATEMENTS", True),
     # Prefix of generated 16-digit member numbers (the last digit is a Luhn check digit).
     "MEMBER_NUMBER_PREFIX": env.str("COALITION_MEMBER_NUMBER_PREFIX", "6337"),
     # How long an unused redemption hold reserves points.
