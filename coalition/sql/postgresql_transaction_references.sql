@@ -7,8 +7,10 @@
 -- concurrent postings shared (and multixact-ed) one row, and a file of 1,000 purchases ran
 -- 2,000 checks at COMMIT (about 11 ms). As postgresql_entry_references.sql did for entries
 -- and lots: one query per INSERT statement checks that every parent the new transactions
--- name exists, probing each distinct parent's primary key once (LATERAL, as a transition
--- table has no statistics and a join could be planned as a scan of the whole parent table).
+-- name exists, probing each distinct parent's primary key once. Every probe is a correlated
+-- scalar subquery: PostgreSQL may turn an EXISTS into a hashed subplan that reads the whole
+-- parent table (it did, for 250 expiry transactions against a 20,000-row table), and a
+-- transition table has no statistics to warn it; a scalar subquery is always a probe.
 -- Parents cannot disappear afterwards: members, partners, charities and holds refuse
 -- deletion while a transaction names them (triggers below), and transactions are immutable.
 --
@@ -46,16 +48,16 @@ BEGIN
      CROSS JOIN LATERAL (
             SELECT CASE refs.what
                      WHEN 'member' THEN
-                         EXISTS (SELECT 1 FROM coalition_member AS m WHERE m.id = refs.id)
+                         (SELECT m.id FROM coalition_member AS m WHERE m.id = refs.id)
                      WHEN 'partner' THEN
-                         EXISTS (SELECT 1 FROM partners_partner AS p WHERE p.id = refs.id)
+                         (SELECT p.id FROM partners_partner AS p WHERE p.id = refs.id)
                      WHEN 'charity' THEN
-                         EXISTS (SELECT 1 FROM charity_charity AS c WHERE c.id = refs.id)
+                         (SELECT c.id FROM charity_charity AS c WHERE c.id = refs.id)
                      WHEN 'hold' THEN
-                         EXISTS (SELECT 1 FROM coalition_hold AS h WHERE h.id = refs.id)
+                         (SELECT h.id FROM coalition_hold AS h WHERE h.id = refs.id)
                      ELSE
-                         EXISTS (SELECT 1 FROM coalition_transaction AS t WHERE t.id = refs.id)
-                   END AS present
+                         (SELECT t.id FROM coalition_transaction AS t WHERE t.id = refs.id)
+                   END IS NOT NULL AS present
            ) AS found
      WHERE NOT found.present
      LIMIT 1;
@@ -89,8 +91,8 @@ BEGIN
               FROM new_entries
              GROUP BY transaction_id) AS sums
      CROSS JOIN LATERAL (
-            SELECT EXISTS (SELECT 1 FROM coalition_transaction AS t
-                            WHERE t.id = sums.txn_id) AS present
+            SELECT (SELECT t.id FROM coalition_transaction AS t WHERE t.id = sums.txn_id)
+                   IS NOT NULL AS present
            ) AS found
      WHERE NOT found.present OR sums.legs < 2 OR sums.total <> 0
      LIMIT 1;
@@ -122,8 +124,8 @@ BEGIN
            (SELECT moved.account_id
               FROM moved
              WHERE NOT EXISTS (SELECT 1 FROM posted WHERE posted.id = moved.account_id)
-               AND NOT EXISTS (SELECT 1 FROM coalition_account AS a
-                                WHERE a.id = moved.account_id)
+               AND (SELECT a.id FROM coalition_account AS a WHERE a.id = moved.account_id)
+                   IS NULL
              LIMIT 1)
       INTO short_wallet, missing;
     IF missing IS NOT NULL THEN
