@@ -27,6 +27,11 @@ Timed (a) and (c) alternating chunk by chunk, so that both see the same load, th
 Then purchases/s for each, the ratio (a)/(c), the goal (a) >= 10,000 purchases/s; with
 --processes N, (d): another file of the same size whose chunks N forked processes record at
 once (as N Celery workers would; members overlap, wallets are locked in member-id order);
+with --celery N, (e): another file of the same size sent as an operator sends it,
+`manage.py import_purchases PARTNER FILE` without --sync, to a Celery worker of N processes
+(`celery -A config worker -c N`, started by the bench on Redis database 15 and ready before
+the clock starts), timed from the command's start until the import is recorded as completed
+in the database (file scan, the outbox relay, the broker, every chunk, the result file);
 with --profile N a cProfile of an import of N rows (top functions by own and cumulative time).
 """
 
@@ -172,6 +177,64 @@ def run_parallel(partner, path: Path, chunk: int, processes: int) -> tuple[float
     return elapsed, imported
 
 
+CELERY_BROKER = "redis://127.0.0.1:6379/15"
+
+
+def run_celery(url: str, path: Path, chunk: int, concurrency: int) -> tuple[float, object]:
+    """(e) The file through `manage.py import_purchases` and a real Celery worker."""
+    import subprocess
+
+    import redis
+
+    from partners.models import PurchaseImport
+
+    root = Path(__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "CELERY_BROKER_URL": CELERY_BROKER,
+        "CELERY_TASK_ALWAYS_EAGER": "false",
+        "DJANGO_SETTINGS_MODULE": "config.settings.dev",
+        "DEBUG": "false",
+        "LOG_LEVEL": "WARNING",
+    }
+    redis.Redis.from_url(CELERY_BROKER).flushdb()  # no task left over from an earlier run
+    log_path = path.with_suffix(".worker.log")
+    with log_path.open("w") as worker_log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-c", str(concurrency),
+             "-l", "info", "-n", f"bench-batch-{os.getpid()}@%h", "--without-gossip",
+             "--without-mingle", "--without-heartbeat"],
+            cwd=root, env=env, stdout=worker_log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while " ready." not in log_path.read_text():
+            if worker.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"the Celery worker did not start:\n{log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
+        before = PurchaseImport.objects.order_by("-id").values_list("id", flat=True).first()
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "manage.py", "import_purchases", PARTNER_CODE, str(path),
+             "--chunk", str(chunk)],
+            cwd=root, env=env, check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        imported = PurchaseImport.objects.filter(id__gt=before or 0).order_by("id").first()
+        finished = {PurchaseImport.Status.COMPLETED, PurchaseImport.Status.FAILED}
+        while True:
+            imported.refresh_from_db()
+            if imported.status in finished:
+                break
+            if worker.poll() is not None:
+                sys.exit(f"the Celery worker died:\n{log_path.read_text()[-2000:]}")
+            time.sleep(0.02)
+        return time.perf_counter() - started, imported
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
 SQL_LOCK = (
     "SELECT member_id, id, balance FROM coalition_account "
     "WHERE member_id = ANY(%s) AND kind = 'member_wallet' ORDER BY member_id FOR UPDATE"
@@ -279,6 +342,13 @@ def main(argv: list[str] | None = None) -> None:
         help="(d): another file of the same size, its chunks shared by N processes (as N "
         "Celery workers would), on overlapping members",
     )
+    parser.add_argument(
+        "--celery",
+        type=int,
+        default=0,
+        help="(e): another file through manage.py import_purchases and a Celery worker of N "
+        "processes (Redis)",
+    )
     parser.add_argument("--no-check", action="store_true", help="skip check_ledger at the end")
     args = parser.parse_args(argv)
 
@@ -330,6 +400,16 @@ def main(argv: list[str] | None = None) -> None:
         log(
             f"(d) {args.processes} processes at once    : {elapsed_d:6.2f} s  "
             f"{args.rows / elapsed_d:9,.0f} purchases/s  ({done.status}, {done.accepted} accepted)"
+        )
+
+    if args.celery:
+        celery_path = folder / "celery.csv"
+        write_file(celery_path, args.rows, members, f"c{run}")
+        elapsed_e, done = run_celery(url, celery_path, args.chunk, args.celery)
+        log(
+            f"(e) Celery, {args.celery} processes    : {elapsed_e:6.2f} s  "
+            f"{args.rows / elapsed_e:9,.0f} purchases/s  ({done.status}, {done.accepted} accepted, "
+            f"{done.rejected} rejected)"
         )
 
     if args.profile:
