@@ -349,6 +349,7 @@ def main(argv: list[str] | None = None) -> None:
         help="(e): another file through manage.py import_purchases and a Celery worker of N "
         "processes (Redis)",
     )
+    parser.add_argument("--celery-rows", type=int, default=0, help="rows of (e)'s file (--rows)")
     parser.add_argument("--no-check", action="store_true", help="skip check_ledger at the end")
     args = parser.parse_args(argv)
 
@@ -403,13 +404,14 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     if args.celery:
+        celery_rows = args.celery_rows or args.rows
         celery_path = folder / "celery.csv"
-        write_file(celery_path, args.rows, members, f"c{run}")
+        write_file(celery_path, celery_rows, members, f"c{run}")
         elapsed_e, done = run_celery(url, celery_path, args.chunk, args.celery)
         log(
             f"(e) Celery, {args.celery} processes    : {elapsed_e:6.2f} s  "
-            f"{args.rows / elapsed_e:9,.0f} purchases/s  ({done.status}, {done.accepted} accepted, "
-            f"{done.rejected} rejected)"
+            f"{celery_rows / elapsed_e:9,.0f} purchases/s  ({done.status}, {done.accepted} "
+            f"accepted, {done.rejected} rejected; {celery_rows} rows)"
         )
 
     if args.profile:
