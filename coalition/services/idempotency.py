@@ -140,12 +140,15 @@ def ledger_write(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+# `json.dumps(…, sort_keys=True, default=str, separators=(",", ":"))`, without building an
+# encoder for every fingerprint (the encoder keeps no state between calls).
+_FINGERPRINT_ENCODE = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":")).encode
+
+
 def request_fingerprint(operation: str, **payload: Any) -> str:
     """A stable hash of what the caller asked for, to tell a retry from a different request."""
-    body = json.dumps(
-        {"operation": operation, **payload}, sort_keys=True, default=str, separators=(",", ":")
-    )
-    return hashlib.sha256(body.encode()).hexdigest()
+    payload["operation"] = operation  # `payload` is this call's own dict
+    return hashlib.sha256(_FINGERPRINT_ENCODE(payload).encode()).hexdigest()
 
 
 def transaction_replay(

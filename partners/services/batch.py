@@ -26,12 +26,14 @@ would have skipped (their balance was still negative after the first earn).
 from __future__ import annotations
 
 import copy
+import functools
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -73,6 +75,7 @@ from .earning import (
     _validate_purchase,
     compute_points,
     eligible_amount,
+    purchase_fingerprint,
 )
 
 MAX_PURCHASES = 1000
@@ -130,7 +133,7 @@ class _Purchase:
     customer_reference: Any
     store_code: Any
     occurred_at: datetime
-    member: Member | None = None
+    member: _MemberRow | None = None  # once found (`member.instance()`: the model instance)
 
 
 def _path(index: int, field: str | None) -> str:
@@ -174,11 +177,22 @@ def _occurred_at(value: Any) -> datetime | None:
     return value
 
 
-def _validate_one(partner: Partner, index: int, raw: Any, now: datetime) -> _Purchase:
-    """The checks `purchase_record` makes before it reads the database, in its order."""
+def _validate_one(
+    partner: Partner,
+    index: int,
+    raw: Any,
+    now: datetime,
+    window: tuple[datetime, datetime] | None = None,
+) -> _Purchase:
+    """The checks `purchase_record` makes before it reads the database, in its order.
+
+    `window`: (now - OLDEST_PURCHASE, now + FUTURE_TOLERANCE), worked out once per batch."""
     if not isinstance(raw, dict):
         raise InvalidInput("A purchase must be an object")
-    data = {_ALIASES.get(name, name): value for name, value in raw.items()}
+    if raw.keys() & _ALIASES.keys():
+        data = {_ALIASES.get(name, name): value for name, value in raw.items()}
+    else:
+        data = raw  # only read below: the usual case (a file's rows) needs no copy
     key = data.get("idempotency_key")
     ledger.validate_idempotency_key(key)
     reference = ledger.validate_text(data.get("reference"), field="reference", required=True)
@@ -191,17 +205,17 @@ def _validate_one(partner: Partner, index: int, raw: Any, now: datetime) -> _Pur
     )
     given_at = _occurred_at(data.get("occurred_at"))
     occurred_at = given_at or now
-    if occurred_at > now + FUTURE_TOLERANCE:
+    oldest, latest = window or (now - OLDEST_PURCHASE, now + FUTURE_TOLERANCE)
+    if occurred_at > latest:
         raise InvalidInput("The purchase cannot be in the future", field="occurredAt")
-    if occurred_at < now - OLDEST_PURCHASE:
+    if occurred_at < oldest:
         raise InvalidInput("The purchase is older than 90 days", field="occurredAt")
     member_number = data.get("member_number")
     customer_reference = data.get("customer_reference")
     store_code = data.get("store_code")
     # The same fingerprint as `purchase_record`: a purchase sent in a batch and then alone
     # (or the other way round) with the same key is the same request.
-    request_hash = ledger.request_fingerprint(
-        OPERATION,
+    request_hash = purchase_fingerprint(
         member_number=member_number,
         customer_reference=customer_reference,
         amount=str(amount.normalize()),
@@ -374,9 +388,10 @@ def _purchases_record(
     firsts: list[_Purchase] = []
     first_of_key: dict[str, _Purchase] = {}
     duplicates: list[tuple[_Purchase, _Purchase]] = []
+    window = (now - OLDEST_PURCHASE, now + FUTURE_TOLERANCE)
     for index, raw in enumerate(purchases):
         try:
-            purchase = _validate_one(partner, index, raw, now)
+            purchase = _validate_one(partner, index, raw, now, window)
         except CoalitionError as error:
             key = (
                 raw.get("idempotency_key", raw.get("idempotencyKey"))
@@ -465,6 +480,44 @@ def _settle_replays(
     return left
 
 
+class _MemberRow:
+    """A member found for the batch: the row as read, with what the batch looks at as
+    attributes; the model instance is made from it only when needed (a referral bonus, the
+    follow-up work on a posted transaction), as most purchases never need one."""
+
+    __slots__ = ("pk", "member_number", "status", "referred_by_id", "_db", "_values", "_member")
+
+    def __init__(self, db: str, values: tuple) -> None:
+        pk, member_number, status, referred_by_id = _member_columns()[1]
+        self.pk = values[pk]
+        self.member_number = values[member_number]
+        self.status = values[status]
+        self.referred_by_id = values[referred_by_id]
+        self._db = db
+        self._values = values
+        self._member: Member | None = None
+
+    def instance(self) -> Member:
+        """The member as the model instance a query would have given (made once)."""
+        if self._member is None:
+            self._member = Member.from_db(self._db, _member_columns()[0], self._values)
+        return self._member
+
+
+@functools.cache
+def _member_columns() -> tuple[list[str], tuple[int, int, int, int]]:
+    """Every column of a member, in the model's order (what `Model.from_db` takes), and
+    where id, member number, status and referrer are among them."""
+    names = [field.attname for field in Member._meta.concrete_fields]
+    where = ("id", "member_number", "status", "referred_by_id")
+    return names, tuple(names.index(name) for name in where)  # type: ignore[return-value]
+
+
+def _member_rows(members) -> list[_MemberRow]:
+    """The members of a queryset as rows (no model instances)."""
+    return [_MemberRow(members.db, values) for values in members.values_list(*_member_columns()[0])]
+
+
 def _resolve_members(
     partner: Partner, purchases: list[_Purchase], outcomes: list[PurchaseOutcome | None]
 ) -> list[_Purchase]:
@@ -475,41 +528,48 @@ def _resolve_members(
         if p.member_number and isinstance(p.member_number, str) and p.member_number.isdigit()
     }
     by_number = {
-        m.member_number: m for m in Member.objects.filter(member_number__any=list(numbers))
+        m.member_number: m
+        for m in (
+            _member_rows(Member.objects.filter(member_number__any=list(numbers))) if numbers else ()
+        )
     }
     references = {
         p.customer_reference
         for p in purchases
         if not p.member_number and p.customer_reference and isinstance(p.customer_reference, str)
     }
-    by_reference: dict[str, Member] = {}
+    by_reference: dict[str, _MemberRow] = {}
     if references:
         linked = dict(
             PartnerIdentity.objects.filter(
                 partner=partner, customer_reference__any=list(references)
             ).values_list("customer_reference", "member_id")
         )
-        members = Member.objects.in_bulk(set(linked.values()))
+        ids = set(linked.values())
+        members = {m.pk: m for m in _member_rows(Member.objects.filter(pk__any=list(ids)))}
         by_reference = {ref: members[member_id] for ref, member_id in linked.items()}
     found = []
     for purchase in purchases:
         if purchase.member_number:
             purchase.member = by_number.get(purchase.member_number)
-            error = NotFound("No member with this number", field="memberNumber")
         elif purchase.customer_reference:
             purchase.member = by_reference.get(purchase.customer_reference)
+        else:
+            purchase.member = None
+        if purchase.member is not None:
+            found.append(purchase)
+            continue
+        if purchase.member_number:
+            error = NotFound("No member with this number", field="memberNumber")
+        elif purchase.customer_reference:
             error = NotFound(
                 "No member is linked to this customer reference", field="customerReference"
             )
         else:
-            purchase.member = None
             error = InvalidInput(
                 "A member number or customer reference is required", field="memberNumber"
             )
-        if purchase.member is None:
-            outcomes[purchase.index] = _rejected(purchase.index, purchase.key, error)
-        else:
-            found.append(purchase)
+        outcomes[purchase.index] = _rejected(purchase.index, purchase.key, error)
     return found
 
 
@@ -529,11 +589,18 @@ class _Facts:
 
 def _facts(partner: Partner, promotions: list[Promotion], purchases: list[_Purchase]) -> _Facts:
     member_ids = sorted({p.member.pk for p in purchases})
-    earns = LedgerTransaction.objects.filter(
-        member_id__any=list(member_ids), kind=LedgerTransaction.Kind.EARN
-    ).order_by()
+    first_only = any(p.first_purchase_only for p in promotions)
+    cross_brand = [p for p in promotions if p.kind == Promotion.Kind.CROSS_BRAND]
+    # Built only when asked: a filter on the batch's members costs a visit to each of them.
+    earns = (
+        LedgerTransaction.objects.filter(
+            member_id__any=list(member_ids), kind=LedgerTransaction.Kind.EARN
+        ).order_by()
+        if first_only or cross_brand
+        else None
+    )
     earned_at_partner: set[int] = set()
-    if any(p.first_purchase_only for p in promotions):
+    if first_only:
         earned_at_partner = set(
             earns.filter(partner=partner).values_list("member_id", flat=True).distinct()
         )
@@ -544,7 +611,6 @@ def _facts(partner: Partner, promotions: list[Promotion], purchases: list[_Purch
             promotion_id__in=limited, member_id__any=list(member_ids)
         ).values_list("promotion_id", "member_id")
         award_counts.update(rows)
-    cross_brand = [p for p in promotions if p.kind == Promotion.Kind.CROSS_BRAND]
     months: list[tuple[datetime, datetime]] = []
     earned_here: dict = {}
     earned_elsewhere: dict = {}
@@ -672,7 +738,7 @@ def _record(
     return outcomes
 
 
-def _referrals_due(referees: dict[int, Member]) -> set[int]:
+def _referrals_due(referees: dict[int, _MemberRow]) -> set[int]:
     if not referees:
         return set()
     given = set(
@@ -746,7 +812,7 @@ class _Computed:
     @property
     def transaction(self) -> LedgerTransaction:
         txn = self.posted.transaction
-        txn.member = self.purchase.member  # for the webhook payload, without a query
+        txn.member = self.purchase.member.instance()  # for the webhook payload, no query
         return txn
 
 
@@ -756,7 +822,7 @@ def _compute(
     promotions: list[Promotion],
     wallets: dict[int, tuple[int, int, str]],
     referral_due: set[int],
-    referees: dict[int, Member],
+    referees: dict[int, _MemberRow],
     referral_points: int,
     now: datetime,
 ) -> list[_Computed]:
@@ -790,6 +856,16 @@ def _compute(
             tier_of[member_id] = reached
 
     by_pk = {p.pk: p for p in promotions}
+    max_points = settings.COALITION["MAX_POINTS_PER_TRANSACTION"]
+    # Purchases without their own time share the batch's `now` (the same object): one
+    # isoformat() for a run of them. (By identity: equal moments in other time zones differ.)
+    last_moment: list = [None, ""]
+
+    def isoformat(moment: datetime) -> str:
+        if moment is not last_moment[0]:
+            last_moment[:] = [moment, moment.isoformat()]
+        return last_moment[1]
+
     now_months = [month for month in facts.months if month[0] <= now < month[1]]
     referral_left = set(referral_due)
     computed = []
@@ -806,23 +882,20 @@ def _compute(
             in_force.append(promotion)
         context = PurchaseContext(
             partner=partner,
-            member=member,
+            member=None,  # the member conditions were answered above, from the facts
             tier=tier_of[member.pk],
             occurred_at=purchase.occurred_at,
             eligible=eligible_amount(partner, purchase.amount, purchase.items),
             items=purchase.items,
         )
         computation = compute_points(context, in_force)
-        item = _Computed(purchase, computation, _metadata(purchase, computation))
-        item.partner_points = computation.partner_points
-        item.operator_points = computation.operator_points
+        item = _Computed(purchase, computation, _metadata(purchase, computation, isoformat))
+        item.partner_points, item.operator_points = computation.points_by_funder()
         item.total = item.partner_points + item.operator_points
         computed.append(item)
         if item.total == 0:
             continue
-        try:
-            ledger.validate_points(item.total)
-        except CoalitionError:
+        if not 0 < item.total <= max_points:  # as `validate_points`
             continue  # refused when posted; it changes nothing for the next purchases
         # What this earn changes for the batch's next purchases.
         facts.earned_at_partner.add(member.pk)
@@ -848,12 +921,12 @@ def _compute(
     return computed
 
 
-def _metadata(purchase: _Purchase, computation: Any) -> dict:
+def _metadata(purchase: _Purchase, computation: Any, isoformat=datetime.isoformat) -> dict:
     """The transaction's metadata, as `_post_purchase` writes it."""
     return {
         "breakdown": [component.as_dict() for component in computation.components],
         "eligibleAmount": str(computation.eligible_amount),
-        "occurredAt": purchase.occurred_at.isoformat(),
+        "occurredAt": isoformat(purchase.occurred_at),
         "store": purchase.store_code or None,
         "lineItems": [
             {
@@ -950,7 +1023,7 @@ def _post(
             awards.append(
                 PromotionAward(
                     promotion_id=component.promotion_id,
-                    member=purchase.member,
+                    member_id=purchase.member.pk,
                     transaction_id=result.transaction_id,
                     points=component.points,
                 )
@@ -972,7 +1045,7 @@ def _follow_up(
     posted = [item for item in computed if item.posted is not None]
     for item in posted:
         if item.referral and item.purchase.member.pk in referral_due:
-            _referral_bonus(item.purchase.member, now)
+            _referral_bonus(item.purchase.member.instance(), now)
     if not posted:
         return
     # Charity round-up (issue 6), for the members who chose one (found in one query through

@@ -19,6 +19,8 @@ The transaction keeps the breakdown (`metadata["breakdown"]`) that partner and m
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -84,15 +86,26 @@ class Computation:
 
     @property
     def partner_points(self) -> int:
-        return sum(c.points for c in self.components if c.funded_by == "partner")
+        return self.points_by_funder()[0]
 
     @property
     def operator_points(self) -> int:
-        return sum(c.points for c in self.components if c.funded_by == "operator")
+        return self.points_by_funder()[1]
 
     @property
     def total(self) -> int:
-        return self.partner_points + self.operator_points
+        partner_points, operator_points = self.points_by_funder()
+        return partner_points + operator_points
+
+    def points_by_funder(self) -> tuple[int, int]:
+        """(partner points, operator points), in one pass over the components."""
+        partner_points = operator_points = 0
+        for component in self.components:
+            if component.funded_by == "partner":
+                partner_points += component.points
+            elif component.funded_by == "operator":
+                operator_points += component.points
+        return partner_points, operator_points
 
 
 @dataclass
@@ -165,13 +178,68 @@ def eligible_amount(partner: Partner, amount: Decimal, items: list[LineItem] | N
     return sum((item.total for item in items if item.category not in excluded), Decimal(0))
 
 
+def purchase_fingerprint(
+    *,
+    member_number: Any,
+    customer_reference: Any,
+    amount: str,
+    currency: Any,
+    reference: Any,
+    store_code: Any,
+    line_items: Any,
+    occurred_at: Any,
+) -> str:
+    """`request_fingerprint("purchase_record", …)` of a purchase: the same hash.
+
+    When every value is a string or None (a file's rows, most API calls) the JSON that
+    `request_fingerprint` hashes is written here directly: its keys sorted, its compact
+    separators, its escaping of strings (`encode_basestring_ascii`, the one its encoder
+    uses); anything else goes through `request_fingerprint` itself."""
+    values = (
+        amount,
+        currency,
+        customer_reference,
+        line_items,
+        member_number,
+        occurred_at,
+        reference,
+        store_code,
+    )
+    if all(value is None or type(value) is str for value in values):
+        body = _PURCHASE_JSON.format(
+            *["null" if value is None else _json_string(value) for value in values]
+        )
+        return hashlib.sha256(body.encode()).hexdigest()
+    return ledger.request_fingerprint(
+        "purchase_record",
+        member_number=member_number,
+        customer_reference=customer_reference,
+        amount=amount,
+        currency=currency,
+        reference=reference,
+        store_code=store_code,
+        line_items=line_items,
+        occurred_at=occurred_at,
+    )
+
+
+# The keys in sorted order, as `json.dumps(sort_keys=True, separators=(",", ":"))` writes them.
+_PURCHASE_JSON = (
+    '{{"amount":{},"currency":{},"customer_reference":{},"line_items":{},"member_number":{},'
+    '"occurred_at":{},"operation":"purchase_record","reference":{},"store_code":{}}}'
+)
+_json_string = json.encoder.encode_basestring_ascii
+
+
 # --------------------------------------------------------------------------- the engine
 
 
 @dataclass
 class PurchaseContext:
     partner: Partner
-    member: Member
+    # None: the caller answered the promotions' member conditions itself (first purchase,
+    # per-member limit, cross-brand) and passes only promotions without them (the batch).
+    member: Member | None
     tier: Any
     occurred_at: datetime
     eligible: Decimal
@@ -205,13 +273,23 @@ def _applies(promotion: Promotion, context: PurchaseContext) -> bool:
         wanted = {str(category).strip().lower() for category in promotion.categories}
         if not any(item.category in wanted for item in eligible_items):
             return False
-    if promotion.skus and not any(item.sku in set(promotion.skus) for item in eligible_items):
-        return False
-    tier_ids = {tier.pk for tier in promotion.tiers.all()}
+    if promotion.skus:
+        skus = set(promotion.skus)
+        if not any(item.sku in skus for item in eligible_items):
+            return False
+    tier_ids = _tier_ids(promotion)
     if tier_ids and (context.tier is None or context.tier.pk not in tier_ids):
         return False
+    if (
+        promotion.first_purchase_only
+        or promotion.per_member_limit is not None
+        or promotion.kind == Promotion.Kind.CROSS_BRAND
+    ) and context.member is None:
+        raise ValueError(f"promotion {promotion.pk} has member conditions: a member is needed")
     if promotion.first_purchase_only and not _first_purchase_at_partner(context):
         return False
+    if promotion.per_member_limit is None and promotion.kind != Promotion.Kind.CROSS_BRAND:
+        return True  # no condition left that reads the member's awards
     awards = PromotionAward.objects.filter(promotion=promotion, member=context.member)
     if promotion.per_member_limit is not None:
         if awards.count() >= promotion.per_member_limit:
@@ -236,6 +314,17 @@ def _applies(promotion: Promotion, context: PurchaseContext) -> bool:
         if not earns_this_month.exclude(partner=context.partner).exists():
             return False  # no other partner yet this month
     return True
+
+
+def _tier_ids(promotion: Promotion) -> set[int]:
+    """The ids of the tiers the promotion is limited to (none: every tier)."""
+    # Prefetched (`promotions_in_force`): the prefetched rows, which is what
+    # `promotion.tiers.all()` returns then, without building a related manager per purchase.
+    prefetched = getattr(promotion, "_prefetched_objects_cache", None)
+    tiers = prefetched.get("tiers") if prefetched else None
+    if tiers is None:
+        tiers = promotion.tiers.all()
+    return {tier.pk for tier in tiers}
 
 
 def _budget_left(promotion: Promotion) -> int | None:
@@ -266,6 +355,8 @@ def compute_points(context: PurchaseContext, promotions: list[Promotion]) -> Com
         )
         running = boosted
 
+    if not promotions:
+        return computation
     applicable = [p for p in promotions if _applies(p, context)]
     exclusive = [p for p in applicable if p.exclusive]
     if exclusive:
@@ -345,8 +436,7 @@ def purchase_record(
         raise InvalidInput("The purchase cannot be in the future", field="occurredAt")
     if occurred_at < now - OLDEST_PURCHASE:
         raise InvalidInput("The purchase is older than 90 days", field="occurredAt")
-    request_hash = ledger.request_fingerprint(
-        "purchase_record",
+    request_hash = purchase_fingerprint(
         member_number=member_number,
         customer_reference=customer_reference,
         amount=str(parsed_amount.normalize()),
