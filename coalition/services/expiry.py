@@ -35,6 +35,7 @@ from django.db import connection, connections
 from django.db.models import F
 from django.utils import timezone
 
+from ..lookups import array_literal
 from ..models import Account, Entry, LedgerTransaction, PointLot, Programme
 from .batch import TRANSACTION_COLUMNS, _insert
 from .idempotency import ledger_write
@@ -118,7 +119,7 @@ def _in_members(column: str, member_ids: list[int]) -> tuple[str, list]:
     """`column` is one of these members: one array parameter on PostgreSQL (a plan that does
     not depend on how many there are, and no planning of 1,000 literals), a list elsewhere."""
     if connection.vendor == "postgresql":
-        return f"{column} = ANY(%s::bigint[])", [member_ids]
+        return f"{column} = ANY(%s::bigint[])", [array_literal(member_ids)]
     return f"{column} IN ({', '.join(['%s'] * len(member_ids))})", list(member_ids)
 
 
@@ -133,7 +134,7 @@ def _wallets_lock(member_ids: list[int]) -> None:
         cursor.execute(
             "SELECT id FROM coalition_account WHERE member_id = ANY(%s::bigint[]) "
             "AND kind = %s ORDER BY member_id FOR UPDATE",
-            [member_ids, Account.Kind.MEMBER_WALLET],
+            [array_literal(member_ids), Account.Kind.MEMBER_WALLET],
         )
 
 
@@ -287,7 +288,10 @@ def _lots_take(taken: list[list[int]]) -> None:
             cursor.execute(
                 "UPDATE coalition_lot AS l SET remaining = l.remaining - t.take "
                 "FROM unnest(%s::bigint[], %s::bigint[]) AS t(id, take) WHERE l.id = t.id",
-                [[lot_id for lot_id, _ in taken], [take for _, take in taken]],
+                [
+                    array_literal([lot_id for lot_id, _ in taken]),
+                    array_literal([take for _, take in taken]),
+                ],
             )
         return
     for lot_id, take in taken:

@@ -42,3 +42,24 @@ def test_on_postgresql_the_list_is_one_array_parameter():
         list(Member.objects.filter(pk__any=[m.pk for m in members]))
     assert "= ANY(" in queries.captured_queries[-1]["sql"]
     assert " IN (" not in queries.captured_queries[-1]["sql"]
+
+
+@pytest.mark.django_db
+def test_any_matches_strings_with_quotes_backslashes_commas_braces_and_null_exactly():
+    # Given members whose names hold every character an array literal treats specially
+    names = ['say "hi"', "back\\slash", "NULL", "a,b", "{braces}", "ünïcode €", "", " pad "]
+    members = {name: factories.member() for name in [*names, "null"]}  # "null": a near miss
+    for name, member in members.items():
+        Member.objects.filter(pk=member.pk).update(display_name=name)
+    near_miss = members.pop("null")
+
+    # When they are looked up by name with __any
+    found = set(Member.objects.filter(display_name__any=names).values_list("pk", flat=True))
+
+    # Then exactly those members are found, each by its own name
+    assert found == {member.pk for member in members.values()}
+    assert near_miss.pk not in found
+    for name, member in members.items():
+        assert list(
+            Member.objects.filter(display_name__any=[name]).values_list("pk", flat=True)
+        ) == [member.pk]
