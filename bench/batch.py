@@ -220,6 +220,11 @@ def run_celery(url: str, path: Path, chunk: int, concurrency: int) -> tuple[floa
              "--chunk", str(chunk)],
             cwd=root, env=env, check=True, stdout=subprocess.DEVNULL,
         )  # fmt: skip
+        print(
+            f"    (e) the command (start, file scan, chunks to the outbox) returned after "
+            f"{time.perf_counter() - started:.2f} s",
+            flush=True,
+        )
         imported = PurchaseImport.objects.filter(id__gt=before or 0).order_by("id").first()
         finished = {PurchaseImport.Status.COMPLETED, PurchaseImport.Status.FAILED}
         while True:

@@ -379,7 +379,9 @@ def _chunk_process(*, import_id: int, start_row: int, count: int) -> ChunkResult
         except ValueError as exc:
             positions.append(-1)
             unusable[position] = str(exc)
-    outcomes = purchases_record_batch(partner=purchase_import.partner, purchases=purchases)
+    outcomes = purchases_record_batch(
+        partner=purchase_import.partner, purchases=purchases, busy_wallets_last=True
+    )
 
     lines: list[list[Any]] = []
     accepted = rejected = 0

@@ -281,16 +281,19 @@ def _settle_used_keys(
     return left
 
 
-def wallets_lock_sorted(*, member_ids: list[int]) -> dict[int, tuple[int, int, str]]:
+def wallets_lock_sorted(
+    *, member_ids: list[int], skip_locked: bool = False
+) -> dict[int, tuple[int, int, str]]:
     """Lock members' wallets in member-id order, in one statement.
 
     Returns member id → (wallet id, balance, member status). Only the wallet rows are locked
-    (FOR UPDATE OF the account), never the members.
+    (FOR UPDATE OF the account), never the members. With `skip_locked`, a wallet another
+    transaction holds is left out instead of waited for (SKIP LOCKED): the caller sees which.
     """
     if not member_ids:
         return {}
     wallets = (
-        Account.objects.select_for_update(of=("self",))
+        Account.objects.select_for_update(of=("self",), skip_locked=skip_locked)
         .filter(member_id__any=member_ids, kind=Account.Kind.MEMBER_WALLET)
         .order_by("member_id")
         .values_list("member_id", "id", "balance", "member__status")

@@ -246,6 +246,7 @@ def purchases_record_batch(
     purchases: list[dict],
     idempotency_key: str | None = None,
     now: datetime | None = None,
+    busy_wallets_last: bool = False,
 ) -> list[PurchaseOutcome]:
     """Record up to 1,000 purchases at a partner; one outcome per purchase, in order.
 
@@ -261,6 +262,12 @@ def purchases_record_batch(
     `IdempotencyConflict` and writes nothing; of two concurrent requests with the key, the
     second waits for the first and replays it. A batch that records no purchase keeps no
     key, as a refused single write does not.
+
+    `busy_wallets_last` (a purchase file's chunk, which has no batch key): the purchases
+    whose wallets another transaction holds are not waited for; the others are recorded and
+    committed first, then those in a second database transaction that waits for the wallets.
+    Two workers recording chunks of one file then never wait for each other's whole chunk
+    because they share a few members; each purchase is still recorded once (its own key).
     """
     if idempotency_key is not None:
         ledger.validate_idempotency_key(idempotency_key)
@@ -272,7 +279,15 @@ def purchases_record_batch(
         )
     caller = f"partner:{partner.pk}"
     if idempotency_key is None:
-        return _purchases_record(partner=partner, caller=caller, purchases=purchases, now=now)
+        return _purchases_record(
+            partner=partner,
+            caller=caller,
+            purchases=purchases,
+            now=now,
+            busy_wallets_last=busy_wallets_last,
+        )
+    if busy_wallets_last:
+        raise ValueError("a batch under its own key is recorded in one database transaction")
     return _batch_record_once(
         partner=partner,
         caller=caller,
@@ -379,10 +394,15 @@ def _refused_at_first(outcome: PurchaseOutcome) -> PurchaseOutcome:
 
 
 def _purchases_record(
-    *, partner: Partner, caller: str, purchases: list | tuple, now: datetime | None
+    *,
+    partner: Partner,
+    caller: str,
+    purchases: list | tuple,
+    now: datetime | None,
+    busy_wallets_last: bool = False,
 ) -> list[PurchaseOutcome]:
     """Validate every purchase, record the valid ones, and give repeats within the batch
-    the result of their first occurrence."""
+    the result of their first occurrence (`busy_wallets_last`: see purchases_record_batch)."""
     now = now or timezone.now()
     outcomes: list[PurchaseOutcome | None] = [None] * len(purchases)
     firsts: list[_Purchase] = []
@@ -415,7 +435,14 @@ def _purchases_record(
         purchases=firsts,
         outcomes=outcomes,
         now=now,
+        skip_busy=busy_wallets_last,
     )
+    waiting = [purchase for purchase in firsts if outcomes[purchase.index] is None]
+    if waiting:
+        # Their wallets were busy: now in a transaction of their own, waiting for them.
+        outcomes = _record(
+            partner=partner, caller=caller, purchases=waiting, outcomes=outcomes, now=now
+        )
     for purchase, first in duplicates:
         outcomes[purchase.index] = _repeat_of(outcomes[first.index], purchase.index)
     return outcomes  # type: ignore[return-value]
@@ -691,7 +718,11 @@ def _record(
     purchases: list[_Purchase],
     outcomes: list[PurchaseOutcome | None],
     now: datetime,
+    skip_busy: bool = False,
 ) -> list[PurchaseOutcome | None]:
+    """Record the purchases in one database transaction. `skip_busy`: the purchases whose
+    wallet (or the wallet of a referrer due a bonus) another transaction holds are left
+    out, their outcome None, for the caller to record after this transaction."""
     outcomes = list(outcomes)  # a retried attempt starts again from the validated batch
     purchases = _settle_replays(caller, purchases, outcomes)
     purchases = _resolve_members(partner, purchases, outcomes)
@@ -710,7 +741,17 @@ def _record(
     lock_ids = {p.member.pk for p in purchases} | {
         referees[member_id].referred_by_id for member_id in referral_due
     }
-    wallets = wallets_lock_sorted(member_ids=sorted(lock_ids))
+    wallets = wallets_lock_sorted(member_ids=sorted(lock_ids), skip_locked=skip_busy)
+    if skip_busy and len(wallets) < len(lock_ids):
+        busy = lock_ids - wallets.keys()
+        purchases = [
+            purchase
+            for purchase in purchases
+            if purchase.member.pk not in busy
+            and not (purchase.member.pk in referral_due and purchase.member.referred_by_id in busy)
+        ]  # the others keep outcome None: the caller records them once this one commits
+        if not purchases:
+            return outcomes
     # Under the wallet locks: a concurrent request may have used one of our keys, or given
     # a referral bonus, while we waited.
     purchases = _settle_replays(caller, purchases, outcomes)

@@ -6,6 +6,8 @@ concurrent batches on the same members never deadlock. Also `generate_volume`.""
 import csv
 import io
 import random
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -346,7 +348,8 @@ def test_round_ups_and_webhook_events_follow_the_batch(partner, programme, chari
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_batches_on_the_same_members(partner, programme):
+@pytest.mark.parametrize("busy_wallets_last", [False, True], ids=["wait", "busy-last"])
+def test_concurrent_batches_on_the_same_members(partner, programme, busy_wallets_last):
     # Given 25 members and 4 batches of 150 purchases over all of them, in random orders
     members = [factories.member() for _ in range(25)]
     plans = []
@@ -367,8 +370,13 @@ def test_concurrent_batches_on_the_same_members(partner, programme):
     def work(index):
         now = datetime.now(UTC)
         return [
-            purchases_record_batch(partner=partner, purchases=plans[index], now=now),
-            purchases_record_batch(partner=partner, purchases=plans[index], now=now),
+            purchases_record_batch(
+                partner=partner,
+                purchases=plans[index],
+                now=now,
+                busy_wallets_last=busy_wallets_last,
+            )
+            for _ in range(2)
         ]
 
     results = factories.run_concurrently(4, work)
@@ -389,6 +397,75 @@ def test_concurrent_batches_on_the_same_members(partner, programme):
         assert [o.transaction_id for o in second] == [o.transaction_id for o in first]
     assert selectors.ledger_check().ok
     connection.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_file_chunk_records_the_others_first_while_one_wallet_is_held(partner, programme):
+    # Given three members, and another transaction holding the second one's wallet
+    first, held, last = (factories.member() for _ in range(3))
+    batch = [purchase(member, "10.00", idempotency_key=f"held-{n}")
+             for n, member in enumerate((first, held, last))]  # fmt: skip
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_wallet():
+        with transaction.atomic():
+            Account.objects.select_for_update().get(member=held)
+            locked.set()
+            release.wait(20)
+        connection.close()
+
+    holder = threading.Thread(target=hold_the_wallet)
+    holder.start()
+    assert locked.wait(10)
+
+    # When a file's chunk records the three purchases (busy wallets last)
+    results = []
+
+    def record():
+        results.append(
+            purchases_record_batch(
+                partner=partner,
+                purchases=batch,
+                now=datetime.now(UTC),
+                busy_wallets_last=True,
+            )
+        )
+        connection.close()
+
+    recorder = threading.Thread(target=record)
+    recorder.start()
+    try:
+        # Then the two free members' purchases are committed while the third one waits
+        deadline = time.monotonic() + 10
+        keys = set()
+        while keys != {"held-0", "held-2"} and time.monotonic() < deadline:
+            keys = set(
+                LedgerTransaction.objects.filter(idempotency_key__startswith="held-").values_list(
+                    "idempotency_key", flat=True
+                )
+            )
+            time.sleep(0.05)
+        assert keys == {"held-0", "held-2"}
+        assert recorder.is_alive()
+    finally:
+        release.set()
+        holder.join(10)
+        recorder.join(20)
+
+    # And once the wallet is free, the third is recorded too, each purchase once
+    (outcomes,) = results
+    assert [(o.accepted, o.replayed) for o in outcomes] == [(True, False)] * 3
+    assert [factories.wallet(m).balance for m in (first, held, last)] == [10, 10, 10]
+    assert LedgerTransaction.objects.filter(idempotency_key__startswith="held-").count() == 3
+    assert selectors.ledger_check().ok
+
+
+def test_a_batch_under_its_own_key_cannot_leave_busy_wallets_for_later(partner):
+    with pytest.raises(ValueError, match="one database transaction"):
+        purchases_record_batch(
+            partner=partner, purchases=[], idempotency_key="batch-1", busy_wallets_last=True
+        )
 
 
 # --------------------------------------------------------------------------- files
