@@ -407,7 +407,8 @@ Re-run it to refresh this file; figures move with the machine and its load.
 {chr(10).join(latency)}
 
 Both sides in plain SQL through one connection: Coalition's reads are `bench.reads`
-(psycopg2 on the cached `coalition_account.balance` and the `txn_member_history` index), which
+(psycopg2 on the cached `coalition_account.balance` and the `txn_member_history` index, each
+member once after one untimed pass over them), which
 is itself the raw-SQL floor, so there is no separate floor column; hordak's are the same
 reads on its tables (a SUM over the account's legs, as hordak keeps no cached balance; the
 last 20 legs joined to their transactions), from `bench.peer_hordak`. The last column is
@@ -464,7 +465,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--members", type=int, default=1000)
     parser.add_argument("--batch-rows", type=int, default=10_000)
     parser.add_argument(
-        "--celery-rows", type=int, default=100_000, help="rows of the Celery file import"
+        "--celery-rows", type=int, default=300_000, help="rows of the Celery file import"
     )
     parser.add_argument("--settlement-transactions", type=int, default=1_000_000)
     parser.add_argument(
