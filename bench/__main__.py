@@ -367,6 +367,7 @@ def render(runs: list[dict], settlement: list[dict], meta: dict, expiry: dict | 
         f"{fmt(r.get('ledger', {}).get('a', {}).get('rate'))} | "
         f"{fmt(r.get('peer', {}).get('earn1', {}).get('rate'))} | "
         f"{fmt(r.get('batch', {}).get('a', {}).get('rate'))} | "
+        f"{fmt(r.get('batch', {}).get('e', {}).get('rate'))} | "
         f"{fmt(r.get('api', {}).get('api', {}).get('rate'))} | {r['load_before']} | "
         f"{r['load_after']} | {r['elapsed']:.0f} s |"
         for i, r in enumerate(runs)
@@ -443,9 +444,9 @@ account holds only a few dozen legs, and the peer runs ANALYZE on its tables bef
 
 ## Per run
 
-| run | earn tx/s | earn floor | hordak earn | batch /s | GraphQL req/s | load before | load after \
-| took |
-|---|---:|---:|---:|---:|---:|---|---|---:|
+| run | earn tx/s | earn floor | hordak earn | batch /s | Celery import /s | GraphQL req/s \
+| load before | load after | took |
+|---|---:|---:|---:|---:|---:|---:|---|---|---:|
 {per_run}
 
 ## Problems during this run
