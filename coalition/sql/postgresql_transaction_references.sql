@@ -180,6 +180,15 @@ $$;
 
 CREATE OR REPLACE FUNCTION coalition_refuse_referenced_delete() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    -- The transactions' column that names a row of this table (deletes are rare: dynamic SQL).
+    named_by text := CASE TG_TABLE_NAME
+                         WHEN 'coalition_member' THEN 'member_id'
+                         WHEN 'partners_partner' THEN 'partner_id'
+                         WHEN 'charity_charity' THEN 'charity_id'
+                         WHEN 'coalition_hold' THEN 'hold_id'
+                     END;
+    named boolean;
 BEGIN
     IF TG_TABLE_NAME = 'coalition_account'
        AND EXISTS (SELECT 1 FROM coalition_entry WHERE account_id = OLD.id) THEN
@@ -191,28 +200,15 @@ BEGIN
         RAISE EXCEPTION 'coalition ledger: member % has point lots and cannot be deleted', OLD.id
             USING ERRCODE = 'foreign_key_violation';
     END IF;
-    IF TG_TABLE_NAME = 'coalition_member'
-       AND EXISTS (SELECT 1 FROM coalition_transaction WHERE member_id = OLD.id) THEN
-        RAISE EXCEPTION 'coalition ledger: member % has transactions and cannot be deleted',
-            OLD.id
-            USING ERRCODE = 'foreign_key_violation';
-    END IF;
-    IF TG_TABLE_NAME = 'partners_partner'
-       AND EXISTS (SELECT 1 FROM coalition_transaction WHERE partner_id = OLD.id) THEN
-        RAISE EXCEPTION 'coalition ledger: partner % has transactions and cannot be deleted',
-            OLD.id
-            USING ERRCODE = 'foreign_key_violation';
-    END IF;
-    IF TG_TABLE_NAME = 'charity_charity'
-       AND EXISTS (SELECT 1 FROM coalition_transaction WHERE charity_id = OLD.id) THEN
-        RAISE EXCEPTION 'coalition ledger: charity % has transactions and cannot be deleted',
-            OLD.id
-            USING ERRCODE = 'foreign_key_violation';
-    END IF;
-    IF TG_TABLE_NAME = 'coalition_hold'
-       AND EXISTS (SELECT 1 FROM coalition_transaction WHERE hold_id = OLD.id) THEN
-        RAISE EXCEPTION 'coalition ledger: hold % has transactions and cannot be deleted', OLD.id
-            USING ERRCODE = 'foreign_key_violation';
+    IF named_by IS NOT NULL THEN
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM coalition_transaction WHERE %I = $1)',
+                       named_by)
+           INTO named USING OLD.id;
+        IF named THEN
+            RAISE EXCEPTION 'coalition ledger: % % has transactions and cannot be deleted',
+                replace(named_by, '_id', ''), OLD.id
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
     END IF;
     RETURN OLD;
 END;

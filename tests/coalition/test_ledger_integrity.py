@@ -7,7 +7,7 @@ import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
-from coalition import selectors
+from coalition import selectors, services
 from coalition.models import Account, Entry, LedgerTransaction, PointLot
 from tests import factories
 
@@ -455,7 +455,7 @@ def test_a_lot_must_belong_to_the_member_of_its_transaction(funded):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_partners_charities_and_holds_named_by_transactions_cannot_be_deleted(
+def test_members_partners_charities_and_holds_named_by_transactions_cannot_be_deleted(
     funded, partner, charity
 ):
     # Given a partner with an earn, a charity with a donation and a captured hold
@@ -465,8 +465,17 @@ def test_partners_charities_and_holds_named_by_transactions_cannot_be_deleted(
     hold = factories.hold(member, partner, 20)
     factories.capture(hold)
 
+    # and a member named by a transaction who holds no lot
+    named = factories.member()
+    issued = Account.objects.get(kind=Account.Kind.PARTNER_ISSUED, partner=partner)
+    adjustment = services.system_account_id(Account.Kind.OPERATOR_ADJUSTMENT)
+    with transaction.atomic(), connection.cursor() as cursor:
+        txn_id = insert_transaction(cursor, kind="adjustment", member_id=named.pk)
+        insert_entries(cursor, transaction_id=txn_id, legs=[(adjustment, 10), (issued.pk, -10)])
+
     # When raw SQL deletes them
     for statement, params, message in [
+        ("DELETE FROM coalition_member WHERE id = %s", [named.pk], "member"),
         ("DELETE FROM partners_partner WHERE id = %s", [partner.pk], "partner"),
         ("DELETE FROM charity_charity WHERE id = %s", [charity.pk], "charity"),
         ("DELETE FROM coalition_hold WHERE id = %s", [hold.pk], "hold"),
@@ -475,7 +484,8 @@ def test_partners_charities_and_holds_named_by_transactions_cannot_be_deleted(
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(statement, params)
 
-    # Then all three are still there and the ledger still ties
+    # Then all four are still there and the ledger still ties
+    assert type(named).objects.filter(pk=named.pk).exists()
     assert type(partner).objects.filter(pk=partner.pk).exists()
     assert type(charity).objects.filter(pk=charity.pk).exists()
     assert type(hold).objects.filter(pk=hold.pk).exists()
