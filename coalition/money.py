@@ -51,14 +51,13 @@ def points_value(points: int, price: Decimal, currency: str) -> Decimal:
 def parse_amount(value, currency: str) -> Decimal:
     """A caller's amount: a finite decimal with no more places than the currency has."""
     try:
-        amount = Decimal(str(value))
+        amount = Decimal(value if type(value) is str else str(value))
     except (InvalidOperation, ValueError) as exc:
         raise ValueError("not a decimal number") from exc
     if not amount.is_finite():
         raise ValueError("not a finite number")
-    if -amount.as_tuple().exponent > minor_exponent(currency) and amount != round_money(
-        amount, currency
-    ):
+    exponent = _EXPONENTS.get(currency, 2)  # minor_exponent(currency), without the call
+    if -amount.as_tuple().exponent > exponent and amount != round_money(amount, currency):
         raise ValueError(f"{currency} has {minor_exponent(currency)} decimal places at most")
     return amount
 

@@ -190,7 +190,7 @@ def _purchase(columns: list[str], row: list[str]) -> dict[str, Any]:
     """A CSV row as the dictionary `purchases_record_batch` takes (ValueError: unusable)."""
     if len(row) != len(columns):
         raise ValueError(f"The row has {len(row)} fields; the header has {len(columns)}")
-    cells = {column: value.strip() for column, value in zip(columns, row, strict=True)}
+    cells = dict(zip(columns, map(str.strip, row), strict=True))
     purchase: dict[str, Any] = {
         "idempotency_key": cells["idempotency_key"],
         "member_number": cells["member_number"] or None,

@@ -32,6 +32,7 @@ import io
 import itertools
 import json
 import operator
+import threading
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime
@@ -311,6 +312,7 @@ def points_earn_batch(
     requests: list[EarnRequest],
     now: datetime | None = None,
     locked_wallets: dict[int, tuple[int, int, str]] | None = None,
+    validated: bool = False,
 ) -> list[BatchOutcome]:
     """Credit up to 1,000 earns at one partner in one database transaction.
 
@@ -322,6 +324,12 @@ def points_earn_batch(
     `locked_wallets`: for a caller that, in its own transaction, already locked every
     member's wallet with `wallets_lock_sorted` (what it returned) and then looked the keys
     up under those locks; both steps are then not repeated here.
+
+    `validated`: for a caller that built every request from input it has already checked
+    as `points_earn` would (a str key and reference that pass `validate_text`, an int member
+    id, points ints of zero or more, kind EARN or BONUS, its own request hash) and whose
+    partner is active: only the points range is checked again. Any row that does not
+    look so is checked in full.
     """
     if len(requests) > MAX_BATCH_SIZE:
         raise LimitExceeded(
@@ -335,7 +343,21 @@ def points_earn_batch(
     first_of_key: dict[str, _Row] = {}
     duplicates: list[tuple[_Row, _Row]] = []
     max_points = _setting("MAX_POINTS_PER_TRANSACTION")
+    trusted = validated and getattr(partner, "status", "active") == "active"
     for index, request in enumerate(requests):
+        if trusted:
+            total = request.partner_points + request.operator_points
+            if 0 < total <= max_points and request.request_hash:
+                row = _Row(index, request, total, request.request_hash, request.reference)
+                first = first_of_key.get(request.idempotency_key)
+                if first is None:
+                    first_of_key[request.idempotency_key] = row
+                    rows.append(row)
+                elif first.request_hash == row.request_hash:
+                    duplicates.append((row, first))
+                else:
+                    outcomes[index] = _conflict(index, request.member_id)
+                continue
         try:
             row = _validate(index, request, partner, max_points)
         except CoalitionError as error:
@@ -574,8 +596,49 @@ def _insert(model, attnames: list[str], rows: list[tuple], *, returning: bool = 
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-# `json.dumps(value, ensure_ascii=False)`, without building an encoder for every value.
-_JSON_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+_JSON_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
+def _json_encoder():
+    """`json.dumps(value, ensure_ascii=False)` of a dict or list: what `JSONEncoder.encode`
+    does, with the C encoder it would build for every value built once (its circular
+    reference markers emptied after a failure, which may leave some behind)."""
+    encoder = _JSON_ENCODER
+    make = json.encoder.c_make_encoder
+    if make is None:  # pragma: no cover - CPython always has it
+        return encoder.encode
+    markers: dict = {}
+    encode = make(
+        markers,
+        encoder.default,
+        json.encoder.encode_basestring,
+        encoder.indent,
+        encoder.key_separator,
+        encoder.item_separator,
+        encoder.sort_keys,
+        encoder.skipkeys,
+        encoder.allow_nan,
+    )
+
+    def dumps(value) -> str:
+        try:
+            return "".join(encode(value, 0))
+        except BaseException:
+            markers.clear()
+            raise
+
+    return dumps
+
+
+_JSON_ENCODERS = threading.local()  # one per thread: the markers are the encoder's state
+
+
+def _json_dumps(value) -> str:
+    try:
+        dumps = _JSON_ENCODERS.dumps
+    except AttributeError:
+        dumps = _JSON_ENCODERS.dumps = _json_encoder()
+    return dumps(value)
 
 
 def _copy_text(value: Any) -> str:
@@ -597,7 +660,7 @@ def _copy_text(value: Any) -> str:
         return value.isoformat()
     if isinstance(value, dict | list):
         # JSON escapes control characters itself: only its own backslashes need doubling.
-        text = _JSON_ENCODE(value)
+        text = _json_dumps(value)
         return text.replace("\\", "\\\\") if "\\" in text else text
     return str(value).translate(_COPY_ESCAPES)
 

@@ -61,6 +61,13 @@ def validate_points(points: Any, *, field: str = "points") -> int:
 
 def validate_text(value: Any, *, field: str, required: bool = False) -> str:
     """A short caller-supplied string: at most 255 characters, no NUL."""
+    if (
+        type(value) is str
+        and len(value) <= MAX_TEXT_LENGTH
+        and "\x00" not in value
+        and not (required and (not value or value.isspace()))
+    ):
+        return value  # the usual case: every check below passes
     if value is None:
         value = ""
     if not isinstance(value, str):

@@ -60,6 +60,7 @@ from coalition.services.batch import (
     transactions_by_keys,
     wallets_lock_sorted,
 )
+from coalition.services.posting import MAX_TEXT_LENGTH
 from coalition.services.tiers import tier_for_points, tiers_ordered
 
 from .. import webhooks
@@ -189,30 +190,58 @@ def _validate_one(
     `window`: (now - OLDEST_PURCHASE, now + FUTURE_TOLERANCE), worked out once per batch."""
     if not isinstance(raw, dict):
         raise InvalidInput("A purchase must be an object")
-    if raw.keys() & _ALIASES.keys():
+    if not _ALIASES.keys().isdisjoint(raw):
         data = {_ALIASES.get(name, name): value for name, value in raw.items()}
     else:
         data = raw  # only read below: the usual case (a file's rows) needs no copy
-    key = data.get("idempotency_key")
-    ledger.validate_idempotency_key(key)
-    reference = ledger.validate_text(data.get("reference"), field="reference", required=True)
-    currency = ledger.validate_text(data.get("currency"), field="currency", required=True)
+    get = data.get
+    # `validate_text` (required) of the key, reference and currency, its usual case inline:
+    # a non-blank string of at most 255 characters without NUL; anything else is left to it
+    # (same errors, same order).
+    key = get("idempotency_key")
+    if not (
+        type(key) is str
+        and key
+        and len(key) <= MAX_TEXT_LENGTH
+        and "\x00" not in key
+        and not key.isspace()
+    ):
+        ledger.validate_idempotency_key(key)
+    reference = get("reference")
+    if not (
+        type(reference) is str
+        and reference
+        and len(reference) <= MAX_TEXT_LENGTH
+        and "\x00" not in reference
+        and not reference.isspace()
+    ):
+        reference = ledger.validate_text(reference, field="reference", required=True)
+    currency = get("currency")
+    if not (
+        type(currency) is str
+        and currency
+        and len(currency) <= MAX_TEXT_LENGTH
+        and "\x00" not in currency
+        and not currency.isspace()
+    ):
+        currency = ledger.validate_text(currency, field="currency", required=True)
     amount, items = _validate_purchase(
-        partner=partner,
-        amount=data.get("amount"),
-        currency=currency,
-        line_items=data.get("line_items"),
+        partner=partner, amount=get("amount"), currency=currency, line_items=get("line_items")
     )
-    given_at = _occurred_at(data.get("occurred_at"))
-    occurred_at = given_at or now
-    oldest, latest = window or (now - OLDEST_PURCHASE, now + FUTURE_TOLERANCE)
-    if occurred_at > latest:
-        raise InvalidInput("The purchase cannot be in the future", field="occurredAt")
-    if occurred_at < oldest:
-        raise InvalidInput("The purchase is older than 90 days", field="occurredAt")
-    member_number = data.get("member_number")
-    customer_reference = data.get("customer_reference")
-    store_code = data.get("store_code")
+    occurred = get("occurred_at")
+    given_at = None if occurred is None else _occurred_at(occurred)
+    if given_at is None:
+        occurred_at = now  # within its own window: nothing to check
+    else:
+        occurred_at = given_at
+        oldest, latest = window or (now - OLDEST_PURCHASE, now + FUTURE_TOLERANCE)
+        if occurred_at > latest:
+            raise InvalidInput("The purchase cannot be in the future", field="occurredAt")
+        if occurred_at < oldest:
+            raise InvalidInput("The purchase is older than 90 days", field="occurredAt")
+    member_number = get("member_number")
+    customer_reference = get("customer_reference")
+    store_code = get("store_code")
     # The same fingerprint as `purchase_record`: a purchase sent in a batch and then alone
     # (or the other way round) with the same key is the same request.
     request_hash = purchase_fingerprint(
@@ -226,17 +255,17 @@ def _validate_one(
         occurred_at=given_at.isoformat() if given_at is not None else None,
     )
     return _Purchase(
-        index=index,
-        key=key,
-        request_hash=request_hash,
-        amount=amount,
-        currency=currency,
-        reference=reference,
-        items=items,
-        member_number=member_number,
-        customer_reference=customer_reference,
-        store_code=store_code,
-        occurred_at=occurred_at,
+        index,
+        key,
+        request_hash,
+        amount,
+        currency,
+        reference,
+        items,
+        member_number,
+        customer_reference,
+        store_code,
+        occurred_at,
     )
 
 
@@ -1034,6 +1063,8 @@ def _post(
         now=now,
         # Locked above, and the keys looked up under those locks.
         locked_wallets=wallets,
+        # Keys, references, points and hashes checked or made above, the partner active.
+        validated=True,
     )
     awards = []
     budget_spent: Counter = Counter()

@@ -205,7 +205,7 @@ def purchase_fingerprint(
         reference,
         store_code,
     )
-    if all(value is None or type(value) is str for value in values):
+    if set(map(type, values)) <= _STR_OR_NONE:
         body = _PURCHASE_JSON.format(
             *["null" if value is None else _json_string(value) for value in values]
         )
@@ -229,6 +229,7 @@ _PURCHASE_JSON = (
     '"occurred_at":{},"operation":"purchase_record","reference":{},"store_code":{}}}'
 )
 _json_string = json.encoder.encode_basestring_ascii
+_STR_OR_NONE = frozenset({str, type(None)})
 
 
 # --------------------------------------------------------------------------- the engine
