@@ -781,9 +781,14 @@ def _record(
         ]  # the others keep outcome None: the caller records them once this one commits
         if not purchases:
             return outcomes
-    # Under the wallet locks: a concurrent request may have used one of our keys, or given
-    # a referral bonus, while we waited.
-    purchases = _settle_replays(caller, purchases, outcomes)
+    if not skip_busy:
+        # Under the wallet locks: a concurrent request may have used one of our keys while
+        # we waited. (With skip_busy nothing was waited for: the look-up just before the lock
+        # stands. A request with one of our keys committing in the few milliseconds between
+        # ends in a unique violation on the key, and ledger_write records the batch once
+        # more, which then replays it.)
+        purchases = _settle_replays(caller, purchases, outcomes)
+    # A concurrent first purchase of a referee may have given its referral bonus meanwhile.
     referral_due = _referrals_due({m: referees[m] for m in referral_due})
 
     ready = []

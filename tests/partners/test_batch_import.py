@@ -461,6 +461,49 @@ def test_a_file_chunk_records_the_others_first_while_one_wallet_is_held(partner,
     assert selectors.ledger_check().ok
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_same_file_chunk_recorded_by_four_workers_at_once_counts_each_purchase_once(
+    partner, programme
+):
+    # Given one chunk of 200 purchases over 30 members (a file sent twice, say, whose copies
+    # four workers record at the same moment)
+    members = [factories.member() for _ in range(30)]
+    rng = random.Random(11)
+    plan = [
+        purchase(members[rng.randrange(30)], f"{rng.randint(1, 90)}.00", idempotency_key=f"s-{n}")
+        for n in range(200)
+    ]
+
+    # When four workers record it at once, busy wallets last
+    def work(_index):
+        return purchases_record_batch(
+            partner=partner, purchases=plan, now=datetime.now(UTC), busy_wallets_last=True
+        )
+
+    results = factories.run_concurrently(4, work)
+
+    # Then every worker saw every purchase accepted, each written once (the same transaction
+    # for all four), and every wallet holds exactly its purchases' points
+    assert [status for status, _ in results] == ["ok"] * 4, results
+    outcome_lists = [outcomes for _, outcomes in results]
+    assert all(o.accepted for outcomes in outcome_lists for o in outcomes)
+    for position in range(200):
+        assert len({outcomes[position].transaction_id for outcomes in outcome_lists}) == 1
+    assert sum(not o.replayed for outcomes in outcome_lists for o in outcomes) == 200
+    assert LedgerTransaction.objects.filter(idempotency_key__startswith="s-").count() == 200
+    expected: dict[str, int] = {}
+    for item in plan:
+        number = item["member_number"]
+        expected[number] = expected.get(number, 0) + int(Decimal(item["amount"]))
+    balances = dict(
+        Account.objects.filter(member__in=members).values_list("member__member_number", "balance")
+    )
+    assert balances == {m.member_number: expected.get(m.member_number, 0) for m in members}
+    assert selectors.ledger_check().ok
+    connection.close()
+
+
 def test_a_batch_under_its_own_key_cannot_leave_busy_wallets_for_later(partner):
     with pytest.raises(ValueError, match="one database transaction"):
         purchases_record_batch(
