@@ -107,6 +107,13 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery's Django fixup closes every database connection before and after each task unless
+# this is set: every task then paid a new PostgreSQL backend (fork, authentication, empty
+# catalog and plan caches, the prepared statements gone) — a 1,000-row file chunk took 152 ms
+# in a worker against 117 ms in process. Workers keep their connection instead, and
+# config/celery.py applies Django's own rules around each task (CONN_MAX_AGE, a connection
+# found unusable is dropped), as for a web request.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_BEAT_SCHEDULE = {
     "expire-due-lots": {
         "task": "coalition.tasks.expire_due_lots",
