@@ -345,24 +345,17 @@ def points_earn_batch(
     max_points = _setting("MAX_POINTS_PER_TRANSACTION")
     trusted = validated and getattr(partner, "status", "active") == "active"
     for index, request in enumerate(requests):
+        row = None
         if trusted:
             total = request.partner_points + request.operator_points
             if 0 < total <= max_points and request.request_hash:
                 row = _Row(index, request, total, request.request_hash, request.reference)
-                first = first_of_key.get(request.idempotency_key)
-                if first is None:
-                    first_of_key[request.idempotency_key] = row
-                    rows.append(row)
-                elif first.request_hash == row.request_hash:
-                    duplicates.append((row, first))
-                else:
-                    outcomes[index] = _conflict(index, request.member_id)
+        if row is None:
+            try:
+                row = _validate(index, request, partner, max_points)
+            except CoalitionError as error:
+                outcomes[index] = _rejected(index, getattr(request, "member_id", None), error)
                 continue
-        try:
-            row = _validate(index, request, partner, max_points)
-        except CoalitionError as error:
-            outcomes[index] = _rejected(index, getattr(request, "member_id", None), error)
-            continue
         first = first_of_key.get(request.idempotency_key)
         if first is None:
             first_of_key[request.idempotency_key] = row

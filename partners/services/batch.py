@@ -178,6 +178,18 @@ def _occurred_at(value: Any) -> datetime | None:
     return value
 
 
+def _plain_text(value: Any) -> bool:
+    """A non-blank string of at most MAX_TEXT_LENGTH characters without NUL: what the text
+    and key checks accept as it is (the usual case, tested without their calls)."""
+    return (
+        type(value) is str
+        and bool(value)
+        and len(value) <= MAX_TEXT_LENGTH
+        and "\x00" not in value
+        and not value.isspace()
+    )
+
+
 def _validate_one(
     partner: Partner,
     index: int,
@@ -199,31 +211,13 @@ def _validate_one(
     # a non-blank string of at most 255 characters without NUL; anything else is left to it
     # (same errors, same order).
     key = get("idempotency_key")
-    if not (
-        type(key) is str
-        and key
-        and len(key) <= MAX_TEXT_LENGTH
-        and "\x00" not in key
-        and not key.isspace()
-    ):
+    if not _plain_text(key):
         ledger.validate_idempotency_key(key)
     reference = get("reference")
-    if not (
-        type(reference) is str
-        and reference
-        and len(reference) <= MAX_TEXT_LENGTH
-        and "\x00" not in reference
-        and not reference.isspace()
-    ):
+    if not _plain_text(reference):
         reference = ledger.validate_text(reference, field="reference", required=True)
     currency = get("currency")
-    if not (
-        type(currency) is str
-        and currency
-        and len(currency) <= MAX_TEXT_LENGTH
-        and "\x00" not in currency
-        and not currency.isspace()
-    ):
+    if not _plain_text(currency):
         currency = ledger.validate_text(currency, field="currency", required=True)
     amount, items = _validate_purchase(
         partner=partner, amount=get("amount"), currency=currency, line_items=get("line_items")
