@@ -32,7 +32,6 @@ import io
 import itertools
 import json
 import operator
-import threading
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime
@@ -592,46 +591,9 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 _JSON_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
-def _json_encoder():
-    """`json.dumps(value, ensure_ascii=False)` of a dict or list: what `JSONEncoder.encode`
-    does, with the C encoder it would build for every value built once (its circular
-    reference markers emptied after a failure, which may leave some behind)."""
-    encoder = _JSON_ENCODER
-    make = json.encoder.c_make_encoder
-    if make is None:  # pragma: no cover - CPython always has it
-        return encoder.encode
-    markers: dict = {}
-    encode = make(
-        markers,
-        encoder.default,
-        json.encoder.encode_basestring,
-        encoder.indent,
-        encoder.key_separator,
-        encoder.item_separator,
-        encoder.sort_keys,
-        encoder.skipkeys,
-        encoder.allow_nan,
-    )
-
-    def dumps(value) -> str:
-        try:
-            return "".join(encode(value, 0))
-        except BaseException:
-            markers.clear()
-            raise
-
-    return dumps
-
-
-_JSON_ENCODERS = threading.local()  # one per thread: the markers are the encoder's state
-
-
 def _json_dumps(value) -> str:
-    try:
-        dumps = _JSON_ENCODERS.dumps
-    except AttributeError:
-        dumps = _JSON_ENCODERS.dumps = _json_encoder()
-    return dumps(value)
+    """`json.dumps(value, ensure_ascii=False)`, with one encoder for every call."""
+    return _JSON_ENCODER.encode(value)
 
 
 def _copy_text(value: Any) -> str:

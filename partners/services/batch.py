@@ -60,7 +60,6 @@ from coalition.services.batch import (
     transactions_by_keys,
     wallets_lock_sorted,
 )
-from coalition.services.posting import MAX_TEXT_LENGTH
 from coalition.services.tiers import tier_for_points, tiers_ordered
 
 from .. import webhooks
@@ -178,18 +177,6 @@ def _occurred_at(value: Any) -> datetime | None:
     return value
 
 
-def _plain_text(value: Any) -> bool:
-    """A non-blank string of at most MAX_TEXT_LENGTH characters without NUL: what the text
-    and key checks accept as it is (the usual case, tested without their calls)."""
-    return (
-        type(value) is str
-        and bool(value)
-        and len(value) <= MAX_TEXT_LENGTH
-        and "\x00" not in value
-        and not value.isspace()
-    )
-
-
 def _validate_one(
     partner: Partner,
     index: int,
@@ -207,18 +194,10 @@ def _validate_one(
     else:
         data = raw  # only read below: the usual case (a file's rows) needs no copy
     get = data.get
-    # `validate_text` (required) of the key, reference and currency, its usual case inline:
-    # a non-blank string of at most 255 characters without NUL; anything else is left to it
-    # (same errors, same order).
     key = get("idempotency_key")
-    if not _plain_text(key):
-        ledger.validate_idempotency_key(key)
-    reference = get("reference")
-    if not _plain_text(reference):
-        reference = ledger.validate_text(reference, field="reference", required=True)
-    currency = get("currency")
-    if not _plain_text(currency):
-        currency = ledger.validate_text(currency, field="currency", required=True)
+    ledger.validate_idempotency_key(key)
+    reference = ledger.validate_text(get("reference"), field="reference", required=True)
+    currency = ledger.validate_text(get("currency"), field="currency", required=True)
     amount, items = _validate_purchase(
         partner=partner, amount=get("amount"), currency=currency, line_items=get("line_items")
     )
