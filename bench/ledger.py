@@ -222,11 +222,7 @@ def _execute(cur, statement, params: dict) -> None:
     if not settings.COALITION.get("PREPARED_STATEMENTS", True):
         cur.execute(statement.sql, params)
         return
-    prepared = _PREPARED.setdefault(cur.connection, set())
-    if statement.name not in prepared:
-        cur.execute(statement.prepare_sql)
-        prepared.add(statement.name)
-    cur.execute(statement.execute_sql, statement.arguments(params))
+    statement.run(cur, params, prepared=_PREPARED.setdefault(cur.connection, set()))
 
 
 _PREPARED: dict[object, set[str]] = {}  # per connection (kept open, so never reused)

@@ -61,7 +61,11 @@ class Prepared:
         if not prepared_statements_enabled(db):
             cursor.execute(self.sql, params)
             return
-        prepared = _prepared_on(db)
+        self.run(cursor, params, prepared=_prepared_on(db))
+
+    def run(self, cursor, params: dict[str, Any], *, prepared: set[str]) -> None:
+        """PREPARE unless `prepared` (the names prepared on the cursor's connection) has it,
+        then EXECUTE. Any DB-API cursor on PostgreSQL: the benchmarks' raw psycopg2 ones too."""
         if self.name not in prepared:
             # No parameters: psycopg2 then sends the text as it is (its $n stay for the server).
             cursor.execute(self.prepare_sql)
