@@ -310,3 +310,128 @@ def test_parallel_ranges_expire_exactly_what_one_sweep_expires(fixed_12_months, 
     assert "ledger ok" in check_ledger_output()
     # and a second parallel sweep finds nothing left to do
     assert services.points_expire_due(now=DUE + timedelta(days=1), workers=3) == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_no_garbage_collection_walks_the_process_while_a_chunk_holds_wallets(
+    fixed_12_months, partner, monkeypatch, workers
+):
+    # Given members with due points, and a process holding objects of its own
+    import gc
+
+    members = [factories.member() for _ in range(6)]
+    for each in members:
+        factories.earn(each, partner, 10, now=T0)
+    held_before = [object() for _ in range(1000)]
+    assert gc.get_freeze_count() == 0
+    frozen_during_chunks = []
+    chunk = expiry._expire_chunk
+
+    def watched(*args, **kwargs):
+        frozen_during_chunks.append(gc.get_freeze_count())
+        return chunk(*args, **kwargs)
+
+    monkeypatch.setattr(expiry, "_expire_chunk", watched)
+
+    # When the sweep runs (in one range, and in two threads)
+    expired = services.points_expire_due(now=DUE + timedelta(days=1), batch_size=2, workers=workers)
+
+    # Then while each chunk held its wallets, what the process held before was left out of the
+    # collector (a full collection would have stopped the chunk), and it is back in afterwards
+    assert expired == 60
+    assert len(frozen_during_chunks) >= 3
+    assert all(count >= len(held_before) for count in frozen_during_chunks)
+    assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.django_db
+def test_a_failing_sweep_thaws_the_collector_and_a_process_frozen_before_stays_frozen(
+    fixed_12_months, partner, monkeypatch
+):
+    import gc
+
+    member = factories.member()
+    factories.earn(member, partner, 10, now=T0)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr(expiry, "_expire_chunk", broken)
+    # A sweep that fails still gives the process's objects back to the collector
+    with pytest.raises(RuntimeError, match="database gone"):
+        services.points_expire_due(now=DUE + timedelta(days=1), workers=1)
+    assert gc.get_freeze_count() == 0
+
+    # A process that froze its objects itself (a preloading server) is left frozen
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with pytest.raises(RuntimeError, match="database gone"):
+            services.points_expire_due(now=DUE + timedelta(days=1), workers=1)
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()
+
+
+def _synchronous_commit() -> str:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_chunk_commits_without_waiting_for_the_disk_and_only_itself(
+    fixed_12_months, partner, monkeypatch
+):
+    # Given members with due points
+    members = [factories.member() for _ in range(4)]
+    for each in members:
+        factories.earn(each, partner, 10, now=T0)
+    seen = []
+    take = expiry._lots_take
+
+    def watched(taken):
+        seen.append(_synchronous_commit())
+        return take(taken)
+
+    monkeypatch.setattr(expiry, "_lots_take", watched)
+
+    # When the sweep runs on its own, each chunk in its own transaction
+    assert services.points_expire_due(now=DUE + timedelta(days=1), batch_size=2, workers=1) == 40
+
+    # Then each chunk's commit did not wait for the WAL flush (its wallets are released
+    # sooner), and the connection is back to the server's setting for every other write
+    assert seen == ["off", "off"]
+    assert _synchronous_commit() == "on"
+    factories.earn(members[0], partner, 5, now=DUE + timedelta(days=2))
+    assert _synchronous_commit() == "on"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_inside_a_callers_transaction_leaves_its_commit_synchronous(
+    fixed_12_months, partner, monkeypatch
+):
+    from django.db import transaction
+
+    member = factories.member()
+    factories.earn(member, partner, 10, now=T0)
+    seen = []
+    take = expiry._lots_take
+    monkeypatch.setattr(
+        expiry, "_lots_take", lambda taken: (seen.append(_synchronous_commit()), take(taken))
+    )
+
+    # When a caller sweeps inside its own transaction, with writes of its own
+    with transaction.atomic():
+        factories.earn(member, partner, 3, now=DUE)
+        assert services.points_expire_due(now=DUE + timedelta(days=1)) == 10
+
+    # Then the caller's commit waited for the disk as always: the chunk changed nothing
+    assert seen == ["on"]
+    assert factories.wallet(member).balance == 3

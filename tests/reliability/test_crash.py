@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ import psycopg2
 import pytest
 import requests
 
-from tests.reliability.conftest import LiveServer, manage, project_env
+from tests.reliability.conftest import PROJECT, PYTHON, LiveServer, manage, project_env
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -177,3 +178,94 @@ def test_every_answered_purchase_survives_a_database_crash(throwaway_cluster, tm
     # and the ledger proves its invariants.
     assert "ledger ok" in manage("check_ledger", env=env)
     assert os.path.exists(throwaway_cluster.log)
+
+
+EXPIRY_SETUP = """
+from datetime import UTC, datetime
+from coalition.models import Programme
+from coalition.services import programme_get
+from tests import factories
+programme = programme_get()
+programme.expiry_policy = Programme.ExpiryPolicy.FIXED
+programme.expiry_months = 12
+programme.min_redemption_points = 1
+programme.save()
+partner = factories.PartnerFactory()
+for n in range({members}):
+    factories.earn(factories.member(), partner, 10 + n % 7, now=datetime(2030, 1, 15, tzinfo=UTC))
+"""
+EXPIRY_SWEEP = """
+from datetime import UTC, datetime
+from coalition.services import points_expire_due
+print("expired", points_expire_due(now=datetime(2031, 2, 1, tzinfo=UTC), batch_size={chunk}))
+"""
+
+
+def _expiries(database_url: str) -> dict[int, list[int]]:
+    """member id -> the points of each of its EXPIRE transactions."""
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT member_id, member_points FROM coalition_transaction WHERE kind = 'expire'"
+        )
+        rows = cursor.fetchall()
+    found: dict[int, list[int]] = {}
+    for member_id, points in rows:
+        found.setdefault(member_id, []).append(-points)
+    return found
+
+
+def test_a_database_crash_in_the_middle_of_an_expiry_sweep_loses_no_point_and_expires_none_twice(
+    throwaway_cluster, tmp_path
+):
+    # Given 1,500 members with 10-16 points each that expired, in a cluster of its own
+    members = 1500
+    env = project_env(DATABASE_URL=throwaway_cluster.url(), CONN_MAX_AGE="60")
+    env.pop("CELERY_BROKER_URL", None)
+    manage("migrate", "--no-input", "-v0", env=env, timeout=300)
+    manage("shell", "-c", EXPIRY_SETUP.format(members=members), env=env, timeout=300)
+    due = {n: 10 + n % 7 for n in range(members)}
+
+    # When the sweep runs in small chunks (each commits without waiting for the disk) and the
+    # database stops like a power cut while it is under way,
+    log = open(tmp_path / "sweep.log", "w")  # noqa: SIM115 - closed below
+    sweep = subprocess.Popen(
+        [PYTHON, "manage.py", "shell", "-c", EXPIRY_SWEEP.format(chunk=5)],
+        cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while len(_expiries(throwaway_cluster.url())) < 100:
+            assert time.monotonic() < deadline, "the sweep never started"
+            time.sleep(0.02)
+        throwaway_cluster.crash()
+        crashed_mid_sweep = sweep.poll() is None
+        sweep.wait(60)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+        log.close()
+    throwaway_cluster.start()
+
+    # then the database comes back consistent, with some of the chunks (at most the last few
+    # committed ones are gone) and no half chunk,
+    survived = _expiries(throwaway_cluster.url())
+    print(f"\nexpiry crash: {len(survived)} of {members} members' expiries survived the crash")
+    assert crashed_mid_sweep and sweep.returncode != 0
+    assert 0 < len(survived) < members
+    assert all(len(points) == 1 for points in survived.values())
+    assert "ledger ok" in manage("check_ledger", env=env)
+
+    # and the next sweep expires exactly what was left: every member's due points once.
+    output = manage("shell", "-c", EXPIRY_SWEEP.format(chunk=250), env=env, timeout=300)
+    assert f"expired {sum(due.values()) - sum(p[0] for p in survived.values())}" in output
+    after = _expiries(throwaway_cluster.url())
+    assert len(after) == members
+    assert all(len(points) == 1 for points in after.values())
+    assert sorted(points[0] for points in after.values()) == sorted(due.values())
+    with psycopg2.connect(throwaway_cluster.url()) as conn, conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*), coalesce(sum(balance), 0) FROM coalition_account "
+            "WHERE kind = 'member_wallet' AND balance <> 0"
+        )
+        assert cursor.fetchone() == (0, 0)
+    assert "ledger ok" in manage("check_ledger", env=env)
