@@ -127,9 +127,16 @@ def parse_expiry(text: str) -> dict:
     match = re.search(rf"burns alone \(baseline\): n {NUMBER}, p50 {NUMBER} ms", text)
     if match:
         out["burn_alone_p50"] = _num(match[2])
-    match = re.search(rf"chunk transactions \(wallets locked\): n {NUMBER}, p50 {NUMBER} ms", text)
+    match = re.search(
+        rf"chunk transactions \(wallets locked\): n {NUMBER}, p50 {NUMBER} ms, "
+        rf"p99 {NUMBER} ms, max {NUMBER} ms",
+        text,
+    )
     if match:
-        out["chunk_p50"] = _num(match[2])
+        out["chunk_p50"], out["chunk_p99"], out["chunk_max"] = map(_num, match.groups()[1:])
+    match = re.search(r"burns during the sweep: .*; ([\d,]+) waited > 100 ms for a lock", text)
+    if match:
+        out["burns_over_100"] = _num(match[1])
     match = re.search(
         rf"^\(b\) raw-SQL floor: {NUMBER} s for {NUMBER} lots \({NUMBER} lots/s\)", text, re.M
     )
@@ -290,6 +297,8 @@ def render(runs: list[dict], settlement: list[dict], meta: dict, expiry: dict | 
     if expiry is not None:
         ours, peer = expiry.get("rate"), expiry.get("peer", {}).get("rate")
         lots = expiry.get("lots") or expiry.get("peer", {}).get("n")
+        over_100 = expiry.get("burns_over_100")
+        over_100 = "—" if over_100 is None else f"{over_100:,.0f}"
         rate_row(
             f"expiry sweep over {fmt(lots)} due lots (lots/s)",
             ours,
@@ -298,7 +307,11 @@ def render(runs: list[dict], settlement: list[dict], meta: dict, expiry: dict | 
             verdict(ours, peer) + f": {fmt(expiry.get('seconds'), ' s')} (goal ≤ 60 s per "
             f"1,000,000 lots); burns at the sweep's front waited p99 "
             f"{fmt(expiry.get('burn_p99'), ' ms')}, max {fmt(expiry.get('burn_max'), ' ms')} "
-            f"(alone p50 {fmt(expiry.get('burn_alone_p50'), ' ms')}; goal ≤ 100 ms). Hordak: "
+            f"(alone p50 {fmt(expiry.get('burn_alone_p50'), ' ms')}); "
+            f"{over_100} waited more than 100 ms for a lock (goal: "
+            "none; the server's lock_timeout counts them); chunks held their wallets p99 "
+            f"{fmt(expiry.get('chunk_p99'), ' ms')}, max {fmt(expiry.get('chunk_max'), ' ms')}. "
+            "Hordak: "
             "bulk_create of a transfer per account to breakage, per chunk; no lots, so "
             "nothing decided about what is due, no locks, no balance or hold check",
         )
