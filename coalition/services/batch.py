@@ -59,8 +59,9 @@ from ..models import (
     Member,
     MemberTier,
     PointLot,
+    RedemptionHold,
 )
-from .idempotency import _setting, ledger_write, request_fingerprint
+from .idempotency import KEY_USED_ELSEWHERE, _setting, ledger_write, request_fingerprint
 from .posting import (
     _require_active_partner,
     as_stored,
@@ -158,10 +159,7 @@ def _conflict(index: int, member_id: int | None) -> BatchOutcome:
     return _rejected(
         index,
         member_id,
-        IdempotencyConflict(
-            "This idempotency key was already used for a different request",
-            field="idempotencyKey",
-        ),
+        IdempotencyConflict(KEY_USED_ELSEWHERE, field="idempotencyKey"),
     )
 
 
@@ -258,15 +256,52 @@ def idempotency_records_by_keys(
     }
 
 
+def held_keys(*, caller: str, keys: list[str]) -> set[str]:
+    """The keys among these that this caller already used for a hold, in one query (index
+    probes, as above): a batch refuses those rows itself (a key is unique per caller across
+    every kind of write), rather than let the database refuse the whole batch."""
+    if not keys:
+        return set()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT k.key FROM unnest(%s::text[]) AS k(key) "
+                "WHERE (SELECT h.id FROM coalition_hold h "
+                "        WHERE h.caller = %s AND h.idempotency_key = k.key) IS NOT NULL",
+                [list(keys), caller],
+            )
+            return {key for (key,) in cursor.fetchall()}
+    return set(
+        RedemptionHold.objects.filter(caller=caller, idempotency_key__in=keys).values_list(
+            "idempotency_key", flat=True
+        )
+    )
+
+
 def _settle_used_keys(
-    caller: str, rows: list[_Row], outcomes: list[BatchOutcome | None]
+    caller: str,
+    rows: list[_Row],
+    outcomes: list[BatchOutcome | None],
+    *,
+    other_writes: bool = True,
 ) -> list[_Row]:
-    """Replay (or refuse) the rows whose key was used; the rows still to post."""
-    used = transactions_by_keys(caller=caller, keys=[row.request.idempotency_key for row in rows])
+    """Replay (or refuse) the rows whose key was used; the rows still to post. With
+    `other_writes`, a key this caller used for another kind of write (a hold, a recorded
+    write) is refused too (the look under the wallet locks leaves that to the database)."""
+    keys = [row.request.idempotency_key for row in rows]
+    used = transactions_by_keys(caller=caller, keys=keys)
+    elsewhere: set[str] = set()
+    if other_writes:
+        missing = [key for key in keys if key not in used]
+        elsewhere = held_keys(caller=caller, keys=missing) | set(
+            idempotency_records_by_keys(caller=caller, keys=missing)
+        )
     left = []
     for row in rows:
         hit = used.get(row.request.idempotency_key)
-        if hit is None:
+        if hit is None and row.request.idempotency_key in elsewhere:
+            outcomes[row.index] = _conflict(row.index, row.request.member_id)
+        elif hit is None:
             left.append(row)
         elif hit[0] != row.request_hash:
             outcomes[row.index] = _conflict(row.index, row.request.member_id)
@@ -375,7 +410,7 @@ def points_earn_batch(
         # with one of our keys may have committed while we waited.
         wallets = wallets_lock_sorted(member_ids=sorted({row.request.member_id for row in rows}))
         if rows:
-            rows = _settle_used_keys(caller, rows, outcomes)
+            rows = _settle_used_keys(caller, rows, outcomes, other_writes=False)
 
     # 5. Only active members earn.
     postable: list[_Row] = []

@@ -6,7 +6,8 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -32,6 +33,11 @@ IDEMPOTENCY_CONSTRAINTS = frozenset(
     {"transaction_idempotency_unique", "hold_idempotency_unique", "idempotency_record_unique"}
 )
 
+# The database's rule that a key is unique per caller across transactions, holds and
+# recorded writes (migration 0012): a key used for one kind of write, sent with another.
+KEY_PER_CALLER = "idempotency_key_per_caller"
+KEY_USED_ELSEWHERE = "This idempotency key was already used for a different request"
+
 T = TypeVar("T")
 
 
@@ -46,13 +52,35 @@ def _sqlstate(exc: BaseException) -> str | None:
     return getattr(exc.__cause__, "pgcode", None)
 
 
+def _constraint(exc: IntegrityError) -> str | None:
+    return getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None)
+
+
+def _is_key_used_elsewhere(exc: IntegrityError) -> bool:
+    """Did the database refuse a key this caller used for another kind of write?"""
+    constraint = _constraint(exc)
+    if constraint:
+        return constraint == KEY_PER_CALLER
+    return str(exc).startswith(KEY_PER_CALLER)  # SQLite's trigger says it first
+
+
 def _is_idempotency_race(exc: IntegrityError) -> bool:
-    diag = getattr(exc.__cause__, "diag", None)
-    constraint = getattr(diag, "constraint_name", None)
+    constraint = _constraint(exc)
     if constraint:
         return constraint in IDEMPOTENCY_CONSTRAINTS
     # SQLite names the columns, not the constraint.
-    return "idempotency_key" in str(exc)
+    return "idempotency_key" in str(exc) and not _is_key_used_elsewhere(exc)
+
+
+@contextmanager
+def _key_conflicts_refused() -> Iterator[None]:
+    """A key the caller already used for another kind of write is the caller's error."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if _is_key_used_elsewhere(exc):
+            raise IdempotencyConflict(KEY_USED_ELSEWHERE, field="idempotencyKey") from exc
+        raise
 
 
 def connection_lost(exc: BaseException) -> bool:
@@ -101,7 +129,7 @@ def ledger_write(fn: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
         if connection.in_atomic_block:
-            with transaction.atomic():
+            with _key_conflicts_refused(), transaction.atomic():
                 return fn(*args, **kwargs)
         retries = _setting("WRITE_RETRIES")
         idempotency_retried = False
@@ -109,7 +137,7 @@ def ledger_write(fn: Callable[..., T]) -> Callable[..., T]:
         while True:
             committing = False
             try:
-                with transaction.atomic():
+                with _key_conflicts_refused(), transaction.atomic():
                     result = fn(*args, **kwargs)
                     committing = True  # what fails from here on failed in the commit
                 return result
@@ -166,10 +194,7 @@ def transaction_replay(
     if existing is None:
         return None
     if existing.request_hash != request_hash:
-        raise IdempotencyConflict(
-            "This idempotency key was already used for a different request",
-            field="idempotencyKey",
-        )
+        raise IdempotencyConflict(KEY_USED_ELSEWHERE, field="idempotencyKey")
     existing.replayed = True
     return existing
 
@@ -200,10 +225,7 @@ def idempotency_replay(
     if record is None:
         return None
     if record.operation != operation or record.request_hash != request_hash:
-        raise IdempotencyConflict(
-            "This idempotency key was already used for a different request",
-            field="idempotencyKey",
-        )
+        raise IdempotencyConflict(KEY_USED_ELSEWHERE, field="idempotencyKey")
     return record
 
 

@@ -53,6 +53,7 @@ from coalition.models import IdempotencyRecord, LedgerTransaction, Member
 from coalition.services.batch import (
     EarnRequest,
     OutcomeStatus,
+    held_keys,
     idempotency_records_by_keys,
     member_tiers_by_member,
     points_earn_batch,
@@ -478,9 +479,13 @@ def _settle_replays(
     used = transactions_by_keys(caller=caller, keys=keys)
     missing = [key for key in keys if key not in used]
     records = idempotency_records_by_keys(caller=caller, keys=missing) if missing else {}
+    # A key this caller used for a hold is refused (unique per caller across writes).
+    held = held_keys(caller=caller, keys=[key for key in missing if key not in records])
     left = []
     for purchase in purchases:
-        if (hit := used.get(purchase.key)) is not None:
+        if purchase.key in held:
+            outcomes[purchase.index] = _conflict(purchase)
+        elif (hit := used.get(purchase.key)) is not None:
             if hit[0] != purchase.request_hash:
                 outcomes[purchase.index] = _conflict(purchase)
                 continue

@@ -221,3 +221,114 @@ def test_racing_different_requests_under_one_key_one_wins_the_others_conflict(pr
     balances = [selectors.member_balance(member=m).balance for m in members]
     assert sum(balances) == 1 + 100
     assert selectors.ledger_check().ok
+
+
+# A key is unique per caller across every kind of write (DESIGN): transactions, holds and
+# the writes recorded in coalition_idempotency. Pairs of one partner's writes that land in
+# different tables, chosen so that the second write is valid in itself.
+ACROSS_KINDS = [
+    ("hold", "earn"),
+    ("hold", "burn"),
+    ("hold", "capture"),
+    ("hold", "reverse"),
+    ("hold", "void"),
+    ("void", "earn"),
+    ("void", "burn"),
+    ("void", "hold"),
+    ("void", "reverse"),
+    ("earn", "hold"),
+    ("earn", "void"),
+    ("burn", "hold"),
+    ("capture", "void"),
+    ("reverse", "hold"),
+]
+
+
+@pytest.mark.parametrize(("first", "second"), ACROSS_KINDS)
+def test_a_key_used_for_one_kind_of_write_is_refused_for_another(ctx, first, second):
+    # Given a write of one kind that succeeded under key K
+    OPERATIONS[first](ctx, "K")
+
+    # When the same partner sends a write of another kind under K
+    # Then it is refused as a conflict on the key, and nothing is written
+    factories.assert_refused(
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+        lambda: OPERATIONS[second](ctx, "K", other=True),
+        field="idempotencyKey",
+    )
+    # and the first write still replays under K
+    again = OPERATIONS[first](ctx, "K")
+    assert again is not None
+    assert selectors.ledger_check().ok
+
+
+def test_the_same_key_from_other_callers_is_free_for_any_kind_of_write(ctx, other_partner):
+    # Given a hold of one partner under "till-7"
+    factories.hold(ctx.member, ctx.partner, 10, idempotency_key="till-7")
+
+    # When another partner earns, and the member donates, under "till-7"
+    earned = factories.earn(ctx.member, other_partner, 10, idempotency_key="till-7")
+    donated = factories.donate(ctx.member, ctx.charity, 5, idempotency_key="till-7")
+
+    # Then both are written: keys belong to their caller
+    assert earned.pk != donated.pk
+    assert selectors.ledger_check().ok
+
+
+def test_a_purchase_in_a_batch_under_a_hold_key_is_refused_alone(ctx):
+    from partners.services.batch import purchases_record_batch
+
+    # Given a hold of the partner under "till-9"
+    factories.hold(ctx.member, ctx.partner, 10, idempotency_key="till-9")
+    before = selectors.member_balance(member=ctx.member).balance
+
+    # When the partner sends two purchases in a batch, one of them under "till-9"
+    outcomes = purchases_record_batch(
+        partner=ctx.partner,
+        purchases=[
+            {
+                "member_number": ctx.member.member_number,
+                "amount": "10.00",
+                "currency": "USD",
+                "reference": f"r-{key}",
+                "idempotency_key": key,
+            }
+            for key in ("till-9", "order-10")
+        ],
+    )
+
+    # Then that purchase is refused with a conflict on its key, and the other is recorded
+    assert [(o.status, o.code) for o in outcomes] == [
+        ("rejected", ErrorCode.IDEMPOTENCY_CONFLICT),
+        ("accepted", None),
+    ]
+    assert (
+        selectors.member_balance(member=ctx.member).balance == before + outcomes[1].points_awarded
+    )
+    assert not LedgerTransaction.objects.filter(idempotency_key="till-9").exists()
+
+
+def test_an_earn_batch_refuses_keys_used_for_holds_and_recorded_writes(ctx):
+    from coalition.services.batch import EarnRequest, points_earn_batch
+
+    # Given a hold under "h-1" and a void recorded under "v-1", by the partner
+    factories.hold(ctx.member, ctx.partner, 10, idempotency_key="h-1")
+    factories.void(ctx.hold, idempotency_key="v-1")
+
+    # When the partner's batch earns under "h-1", "v-1" and a fresh key
+    outcomes = points_earn_batch(
+        caller=f"partner:{ctx.partner.pk}",
+        partner=ctx.partner,
+        requests=[
+            EarnRequest(member_id=ctx.member.pk, idempotency_key=key, partner_points=5)
+            for key in ("h-1", "v-1", "fresh")
+        ],
+    )
+
+    # Then only the fresh key earns
+    assert [o.code for o in outcomes] == [
+        str(ErrorCode.IDEMPOTENCY_CONFLICT),
+        str(ErrorCode.IDEMPOTENCY_CONFLICT),
+        None,
+    ]
+    assert LedgerTransaction.objects.filter(idempotency_key__in=["h-1", "v-1"]).count() == 0
