@@ -231,3 +231,28 @@ def test_two_partners_may_use_the_same_idempotency_key(api, brand, other_brand, 
     assert first["transaction"]["id"] != second["transaction"]["id"]
     assert second["member"]["balance"] == 1084
     assert factories.wallet(shopper).balance == 1084
+
+
+@pytest.mark.django_db
+def test_a_key_the_partner_used_for_a_hold_is_a_conflict(api, brand, shopper):
+    from tests.api.test_authorize_redemption import AUTHORIZE, authorize_input
+
+    # Given a hold the till authorised under "till-5"
+    held = api.mutate(
+        "authorizeRedemption",
+        AUTHORIZE,
+        authorize_input(shopper, idempotencyKey="till-5"),
+        token=brand.key,
+    )
+    assert held["errors"] == []
+    before = everything()
+
+    # When the till records a purchase under the same key
+    payload = api.mutate(
+        "recordPurchase", RECORD, purchase_input(shopper, idempotencyKey="till-5"), token=brand.key
+    )
+
+    # Then it is a conflict on the key, and nothing is written
+    assert codes(payload) == [("IDEMPOTENCY_CONFLICT", "input.idempotencyKey")]
+    assert payload["transaction"] is None
+    assert everything() == before
