@@ -38,6 +38,15 @@ def pytest_runtest_setup(item):
         _unavailable("needs PostgreSQL: set DATABASE_URL=postgres://...")
     if item.get_closest_marker("redis") and not _redis_reachable():
         _unavailable("needs Redis: set CELERY_BROKER_URL=redis://...")
+    if item.get_closest_marker("pgbouncer") and not pgbouncer_binary():
+        _unavailable("needs PgBouncer: apt-get install pgbouncer (.ci/run does)")
+
+
+def pgbouncer_binary() -> str | None:
+    """Debian installs it in /usr/sbin, which is not on every user's PATH."""
+    import shutil
+
+    return shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
 
 
 @pytest.fixture(autouse=True)

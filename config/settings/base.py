@@ -69,6 +69,11 @@ DATABASES = {
 }
 DATABASES["default"].setdefault("ATOMIC_REQUESTS", False)
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+# Behind PgBouncer in transaction pooling mode (docs/scaling.md) a connection's session
+# state does not outlive a transaction: no server-side cursors (Django's .iterator() then
+# reads in one go), and the ledger's prepared statements default to off (COALITION below).
+DATABASE_TRANSACTION_POOLING = env.bool("DATABASE_TRANSACTION_POOLING", default=False)
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = DATABASE_TRANSACTION_POOLING
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Demo only: wait for the writer lock instead of failing at once.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
@@ -145,8 +150,10 @@ COALITION = {
     # The expiry sweep's parallel ranges of members (PostgreSQL), one connection each.
     "EXPIRY_WORKERS": env.int("COALITION_EXPIRY_WORKERS", 2),
     # The ledger's hot statements as server-side prepared statements (PostgreSQL;
-    # coalition/prepared.py). Turn off behind PgBouncer in transaction pooling mode.
-    "PREPARED_STATEMENTS": env.bool("COALITION_PREPARED_STATEMENTS", True),
+    # coalition/prepared.py). Off by default behind PgBouncer in transaction pooling mode.
+    "PREPARED_STATEMENTS": env.bool(
+        "COALITION_PREPARED_STATEMENTS", not DATABASE_TRANSACTION_POOLING
+    ),
     # Prefix of generated 16-digit member numbers (the last digit is a Luhn check digit).
     "MEMBER_NUMBER_PREFIX": env.str("COALITION_MEMBER_NUMBER_PREFIX", "6337"),
     # How long an unused redemption hold reserves points.
