@@ -1,8 +1,7 @@
 """Operator adjustments of a member's points."""
 
-import logging
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from django.utils import timezone
 
@@ -31,17 +30,7 @@ from .posting import (
     validate_points,
 )
 
-logger = logging.getLogger(__name__)
-
 Kind = LedgerTransaction.Kind
-MAX_TEXT_LENGTH = 255
-# PostgreSQL: serialization failure, deadlock detected, lock not available.
-RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
-IDEMPOTENCY_CONSTRAINTS = frozenset(
-    {"transaction_idempotency_unique", "hold_idempotency_unique", "idempotency_record_unique"}
-)
-
-T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- adjustments

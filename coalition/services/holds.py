@@ -1,8 +1,7 @@
 """Two-phase redemption: authorize a hold, then capture or void it; unused holds expire."""
 
-import logging
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from django.utils import timezone
 
@@ -43,17 +42,7 @@ from .posting import (
     validate_text,
 )
 
-logger = logging.getLogger(__name__)
-
 Kind = LedgerTransaction.Kind
-MAX_TEXT_LENGTH = 255
-# PostgreSQL: serialization failure, deadlock detected, lock not available.
-RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
-IDEMPOTENCY_CONSTRAINTS = frozenset(
-    {"transaction_idempotency_unique", "hold_idempotency_unique", "idempotency_record_unique"}
-)
-
-T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- holds

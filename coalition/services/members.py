@@ -1,9 +1,8 @@
 """Enrolling members and changing their status."""
 
-import logging
 import secrets
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, transaction
@@ -21,17 +20,7 @@ from ..models import (
 from .idempotency import _setting
 from .posting import validate_text
 
-logger = logging.getLogger(__name__)
-
 Kind = LedgerTransaction.Kind
-MAX_TEXT_LENGTH = 255
-# PostgreSQL: serialization failure, deadlock detected, lock not available.
-RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
-IDEMPOTENCY_CONSTRAINTS = frozenset(
-    {"transaction_idempotency_unique", "hold_idempotency_unique", "idempotency_record_unique"}
-)
-
-T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- members

@@ -1,8 +1,7 @@
 """Earning, burning and donating points."""
 
-import logging
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from django.db.models import Sum
 from django.utils import timezone
@@ -41,17 +40,7 @@ from .posting import (
 )
 from .tiers import member_tier_upgrade
 
-logger = logging.getLogger(__name__)
-
 Kind = LedgerTransaction.Kind
-MAX_TEXT_LENGTH = 255
-# PostgreSQL: serialization failure, deadlock detected, lock not available.
-RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
-IDEMPOTENCY_CONSTRAINTS = frozenset(
-    {"transaction_idempotency_unique", "hold_idempotency_unique", "idempotency_record_unique"}
-)
-
-T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- earning

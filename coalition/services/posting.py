@@ -2,7 +2,6 @@
 
 import calendar
 import json
-import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,15 +30,8 @@ from ..models import (
 from ..prepared import Prepared
 from .idempotency import _setting
 
-logger = logging.getLogger(__name__)
-
 Kind = LedgerTransaction.Kind
 MAX_TEXT_LENGTH = 255
-# PostgreSQL: serialization failure, deadlock detected, lock not available.
-RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
-IDEMPOTENCY_CONSTRAINTS = frozenset(
-    {"transaction_idempotency_unique", "hold_idempotency_unique", "idempotency_record_unique"}
-)
 
 T = TypeVar("T")
 
