@@ -93,11 +93,15 @@ def member_tier_upgrade(*, member: Member, now: datetime | None = None) -> TierC
     tiers = tiers_ordered()
     if len(tiers) < 2:
         return None
+    state = MemberTier.objects.select_related("tier").filter(member=member).first()
+    current = state.tier if state else tiers[0]
+    if current.pk == tiers[-1].pk and state.below_since is None:
+        # At the top with no grace period running: nothing to move, so the member's 12
+        # months of earns (the members who earn most have the most) are not summed.
+        return None
     now = now or timezone.now()
     points = qualifying_points(member=member, now=now)
     reached = tier_for_points(tiers, points)
-    state = MemberTier.objects.select_related("tier").filter(member=member).first()
-    current = state.tier if state else tiers[0]
     if reached is None or reached.qualifying_points <= current.qualifying_points:
         if state and state.below_since and points >= current.qualifying_points:
             state.below_since = None

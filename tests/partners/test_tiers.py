@@ -172,3 +172,32 @@ def test_crossing_two_thresholds_at_once_goes_straight_to_the_higher(member, par
 
     assert tier_of(member) == tiers["gold"]
     assert TierChange.objects.filter(member=member).count() == 1
+
+
+def test_a_gold_member_earns_without_their_year_being_summed_until_marked_below(
+    member, partner, tiers
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    # Given a Gold member (the top tier)
+    factories.purchase(partner, member, "5000.00", now=T0)
+    assert tier_of(member) == tiers["gold"]
+
+    # When they earn again
+    with CaptureQueriesContext(connection) as queries:
+        factories.earn(member, partner, 10, now=T0 + timedelta(days=1))
+
+    # Then nothing could move, and their twelve months of earns were not summed for it
+    sums = [q["sql"] for q in queries if "SUM(" in q["sql"].upper()]
+    assert sums == []
+    assert TierChange.objects.filter(member=member).count() == 1
+
+    # But once the nightly run marks them below Gold, an earn that takes them back above
+    # the threshold clears the mark (so the sum is made then)
+    night = T0 + YEAR + timedelta(hours=1)
+    services.tiers_recalculate(now=night)
+    assert state_of(member).below_since == night
+    factories.earn(member, partner, 5000, now=night + timedelta(days=1))
+    assert state_of(member).below_since is None
+    assert tier_of(member) == tiers["gold"]
