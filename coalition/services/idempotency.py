@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -72,15 +73,24 @@ def _is_idempotency_race(exc: IntegrityError) -> bool:
     return "idempotency_key" in str(exc) and not _is_key_used_elsewhere(exc)
 
 
+def _key_used_elsewhere_error() -> IdempotencyConflict:
+    return IdempotencyConflict(KEY_USED_ELSEWHERE, field="idempotencyKey")
+
+
 @contextmanager
 def _key_conflicts_refused() -> Iterator[None]:
-    """A key the caller already used for another kind of write is the caller's error."""
+    """A key the caller already used for another kind of write is the caller's error,
+    unless an outer ledger write will retry (its look-ups then refuse just that write)."""
     try:
         yield
     except IntegrityError as exc:
-        if _is_key_used_elsewhere(exc):
-            raise IdempotencyConflict(KEY_USED_ELSEWHERE, field="idempotencyKey") from exc
+        if _is_key_used_elsewhere(exc) and not getattr(_writing, "outer", False):
+            raise _key_used_elsewhere_error() from exc
         raise
+
+
+# Set while an outermost ledger write runs in this thread: the one that retries.
+_writing = threading.local()
 
 
 def connection_lost(exc: BaseException) -> bool:
@@ -121,6 +131,11 @@ def ledger_write(fn: Callable[..., T]) -> Callable[..., T]:
       replays it (the same result, no second posting). A write without a key re-raises.
     - A unique-key violation on an idempotency key means a concurrent request with the same
       key committed first: one retry then finds and replays (or refuses) that first result.
+    - So does the database's refusal of a key the caller used for another kind of write
+      (`idempotency_key_per_caller`): a hold or a recorded write under one of the keys
+      committed after this write looked. One retry looks again and refuses just that
+      write (a batch: just that row, the others are posted); a second refusal is the
+      caller's IdempotencyConflict.
 
     Called inside an outer transaction, the write runs in a savepoint and is not retried:
     the outer transaction is the caller's to retry.
@@ -132,14 +147,18 @@ def ledger_write(fn: Callable[..., T]) -> Callable[..., T]:
             with _key_conflicts_refused(), transaction.atomic():
                 return fn(*args, **kwargs)
         retries = _setting("WRITE_RETRIES")
-        idempotency_retried = False
+        idempotency_retried = key_retried = False
         attempt = 0
         while True:
             committing = False
             try:
-                with _key_conflicts_refused(), transaction.atomic():
-                    result = fn(*args, **kwargs)
-                    committing = True  # what fails from here on failed in the commit
+                _writing.outer = True
+                try:
+                    with transaction.atomic():
+                        result = fn(*args, **kwargs)
+                        committing = True  # what fails from here on failed in the commit
+                finally:
+                    _writing.outer = False
                 return result
             except (OperationalError, InterfaceError) as exc:
                 if attempt >= retries:
@@ -159,9 +178,14 @@ def ledger_write(fn: Callable[..., T]) -> Callable[..., T]:
                 else:
                     raise
             except IntegrityError as exc:
-                if idempotency_retried or not _is_idempotency_race(exc):
+                if _is_key_used_elsewhere(exc):
+                    if key_retried:
+                        raise _key_used_elsewhere_error() from exc
+                    key_retried = True
+                elif idempotency_retried or not _is_idempotency_race(exc):
                     raise
-                idempotency_retried = True
+                else:
+                    idempotency_retried = True
             attempt += 1
             time.sleep(random.uniform(0, min(0.25, 0.005 * 2**attempt)))
 

@@ -332,3 +332,122 @@ def test_an_earn_batch_refuses_keys_used_for_holds_and_recorded_writes(ctx):
         None,
     ]
     assert LedgerTransaction.objects.filter(idempotency_key__in=["h-1", "v-1"]).count() == 0
+
+
+def _looked_before_the_hold(monkeypatch, module):
+    """`module.held_keys` answers its first look as if the hold had not committed yet (it
+    committed just after the look: the race the database's key rule catches), and every
+    later look truthfully; returns the list of looks."""
+    looks = []
+    real = module.held_keys
+
+    def held_keys(*, caller, keys):
+        looks.append(list(keys))
+        return set() if len(looks) == 1 else real(caller=caller, keys=keys)
+
+    monkeypatch.setattr(module, "held_keys", held_keys)
+    return looks
+
+
+# Its own transaction, as a request or a Celery task runs it (inside a caller's transaction
+# the caller's retry is the one that counts); the key rule across kinds is PostgreSQL's.
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_hold_committed_after_a_batch_looked_refuses_just_that_purchase(ctx, monkeypatch):
+    from partners.services import batch
+    from partners.services.batch import purchases_record_batch
+
+    # Given a hold of the partner under "till-3", which the batch's first look misses
+    factories.hold(ctx.member, ctx.partner, 10, idempotency_key="till-3")
+    looks = _looked_before_the_hold(monkeypatch, batch)
+    before = selectors.member_balance(member=ctx.member).balance
+
+    # When the partner sends three purchases in a batch, the second under "till-3"
+    outcomes = purchases_record_batch(
+        partner=ctx.partner,
+        purchases=[
+            {
+                "member_number": ctx.member.member_number,
+                "amount": "10.00",
+                "currency": "USD",
+                "reference": f"r-{key}",
+                "idempotency_key": key,
+            }
+            for key in ("order-1", "till-3", "order-2")
+        ],
+    )
+
+    # Then the database refused the key, the batch looked again, and only that purchase is
+    # refused: the other two are recorded once each
+    assert len(looks) >= 2
+    assert [(o.status, o.code) for o in outcomes] == [
+        ("accepted", None),
+        ("rejected", ErrorCode.IDEMPOTENCY_CONFLICT),
+        ("accepted", None),
+    ]
+    assert LedgerTransaction.objects.filter(idempotency_key__in=["order-1", "order-2"]).count() == 2
+    assert not LedgerTransaction.objects.filter(idempotency_key="till-3").exists()
+    earned = outcomes[0].points_awarded + outcomes[2].points_awarded
+    assert selectors.member_balance(member=ctx.member).balance == before + earned
+    assert selectors.ledger_check().ok
+
+
+# Its own transaction, as a request or a Celery task runs it (inside a caller's transaction
+# the caller's retry is the one that counts); the key rule across kinds is PostgreSQL's.
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_earn_batch_that_missed_a_hold_key_posts_the_other_rows(ctx, monkeypatch):
+    from coalition.services import batch
+    from coalition.services.batch import EarnRequest, points_earn_batch
+
+    # Given a hold under "h-2", which the earn batch's first look misses
+    factories.hold(ctx.member, ctx.partner, 10, idempotency_key="h-2")
+    looks = _looked_before_the_hold(monkeypatch, batch)
+
+    # When the partner's batch earns under "h-2" and a fresh key
+    outcomes = points_earn_batch(
+        caller=f"partner:{ctx.partner.pk}",
+        partner=ctx.partner,
+        requests=[
+            EarnRequest(member_id=ctx.member.pk, idempotency_key=key, partner_points=5)
+            for key in ("h-2", "fresh-2")
+        ],
+    )
+
+    # Then the retry refuses "h-2" alone and the fresh key earns
+    assert len(looks) == 2
+    assert [o.code for o in outcomes] == [str(ErrorCode.IDEMPOTENCY_CONFLICT), None]
+    assert LedgerTransaction.objects.filter(idempotency_key="fresh-2").count() == 1
+    assert not LedgerTransaction.objects.filter(idempotency_key="h-2").exists()
+
+
+# Its own transaction, as a request or a Celery task runs it (inside a caller's transaction
+# the caller's retry is the one that counts); the key rule across kinds is PostgreSQL's.
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_single_write_the_database_refuses_twice_is_the_callers_conflict(ctx, monkeypatch):
+    from coalition.services import idempotency
+
+    # Given a hold under "till-4" and a burn whose own look never sees it (as if it lost the
+    # race on both attempts)
+    factories.hold(ctx.member, ctx.partner, 10, idempotency_key="till-4")
+    attempts = []
+    real = idempotency._is_key_used_elsewhere
+
+    def counted(exc):
+        attempts.append(exc)
+        return real(exc)
+
+    monkeypatch.setattr(idempotency, "_is_key_used_elsewhere", counted)
+    before = selectors.member_balance(member=ctx.member).balance
+
+    # When the partner burns under "till-4"
+    # Then it is a conflict on the key, after one retry, and nothing is written
+    factories.assert_refused(
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+        lambda: factories.burn(ctx.member, ctx.partner, 10, idempotency_key="till-4"),
+        field="idempotencyKey",
+    )
+    assert len(attempts) == 2
+    assert selectors.member_balance(member=ctx.member).balance == before
+    assert not LedgerTransaction.objects.filter(idempotency_key="till-4").exists()
