@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -164,23 +164,33 @@ def points_expire_due(
 
     `workers` (default: settings.COALITION["EXPIRY_WORKERS"]) sweeps that many disjoint
     ranges of member ids at once, each on its own database connection (PostgreSQL; their
-    wallets never overlap, so they never wait for each other). SQLite, or a call inside a
-    transaction, sweeps in one.
+    wallets never overlap, so they never wait for each other). SQLite, or a call inside the
+    caller's transaction, sweeps in one.
     """
     now = now or timezone.now()
     programme = programme_get()
     if programme.expiry_policy == Programme.ExpiryPolicy.NONE:
         return 0
     workers = workers or settings.COALITION.get("EXPIRY_WORKERS", 1)
+    # The breakage account, made on first use, is made here in a commit that waits for the
+    # disk, never inside a chunk: a chunk's commit may be lost in a crash, and the account
+    # id the process remembers after that commit would then name no account, or a
+    # wallet that took its id after the crash.
+    with transaction.atomic():
+        breakage_id = system_account_id(Account.Kind.BREAKAGE)
     with _collector_frozen():
-        if workers <= 1 or connection.vendor != "postgresql" or connection.in_atomic_block:
-            # Inside a caller's transaction the sweep stays in it (other connections would
-            # not see what it has not committed).
-            return _sweep(programme, now, batch_size, after=0, upto=None)
-        return _sweep_ranges(programme, now, batch_size, workers)
+        in_callers_transaction = connection.in_atomic_block or not connection.get_autocommit()
+        if workers <= 1 or connection.vendor != "postgresql" or in_callers_transaction:
+            # Inside a caller's transaction (an `atomic()`, or a connection the caller took
+            # out of autocommit) the sweep stays in it: other connections would not see
+            # what it has not committed.
+            return _sweep(programme, now, batch_size, breakage_id, after=0, upto=None)
+        return _sweep_ranges(programme, now, batch_size, breakage_id, workers)
 
 
-def _sweep_ranges(programme: Programme, now: datetime, batch_size: int, workers: int) -> int:
+def _sweep_ranges(
+    programme: Programme, now: datetime, batch_size: int, breakage_id: int, workers: int
+) -> int:
     """Sweep `workers` disjoint ranges of member ids at once, a thread and a connection each."""
     first, last = _due_span(programme, now)
     if first is None:
@@ -192,7 +202,7 @@ def _sweep_ranges(programme: Programme, now: datetime, batch_size: int, workers:
 
     def sweep(after: int, upto: int) -> None:
         try:
-            totals.append(_sweep(programme, now, batch_size, after=after, upto=upto))
+            totals.append(_sweep(programme, now, batch_size, breakage_id, after=after, upto=upto))
         except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller's thread
             errors.append(exc)
         finally:
@@ -227,13 +237,17 @@ def _collector_frozen() -> Iterator[None]:
     sweep makes and drops is still collected, in a few milliseconds. Unreachable objects
     among the frozen ones are collected after the thaw. Sweeps overlapping in one process
     (threads) thaw when the last one ends; a process that had frozen objects itself before
-    (a server that preloads and freezes) is left frozen.
+    (a server that preloads and freezes) is left as it was: neither frozen again nor thawed.
     """
     global _frozen_sweeps, _thaw_after
     with _frozen_lock:
         if _frozen_sweeps == 0:
+            # A process that froze its objects itself keeps its own freeze: freezing again
+            # would move what it made since into the permanent generation for good (the
+            # sweep would never thaw it), and a cycle among those would never be collected.
             _thaw_after = gc.get_freeze_count() == 0
-            gc.freeze()
+            if _thaw_after:
+                gc.freeze()
         _frozen_sweeps += 1
     try:
         yield
@@ -245,7 +259,13 @@ def _collector_frozen() -> Iterator[None]:
 
 
 def _sweep(
-    programme: Programme, now: datetime, batch_size: int, *, after: int, upto: int | None
+    programme: Programme,
+    now: datetime,
+    batch_size: int,
+    breakage_id: int,
+    *,
+    after: int,
+    upto: int | None,
 ) -> int:
     """Expire chunk by chunk the due members with ids in (after, upto]."""
     expired_total = 0
@@ -255,7 +275,7 @@ def _sweep(
             member_ids = [member_id for member_id in member_ids if member_id <= upto]
         if not member_ids:
             return expired_total
-        expired_total += _expire_chunk(member_ids, programme, now)
+        expired_total += _expire_chunk(member_ids, programme, now, breakage_id)
         after = member_ids[-1]
 
 
@@ -293,14 +313,15 @@ def _due_members(programme: Programme, now: datetime, *, after: int, limit: int)
 
 
 @ledger_write
-def _expire_chunk(member_ids: list[int], programme: Programme, now: datetime) -> int:
+def _expire_chunk(
+    member_ids: list[int], programme: Programme, now: datetime, breakage_id: int
+) -> int:
     """Expire what is due from these members, in one database transaction."""
     _commit_without_waiting_for_disk()
     _wallets_lock(member_ids)
     due = list(expiry_due(member_ids=member_ids, programme=programme, now=now).values())
     if not due:
         return 0
-    breakage_id = system_account_id(Account.Kind.BREAKAGE)
     txn_ids = _insert(
         LedgerTransaction,
         TRANSACTION_COLUMNS,
@@ -344,14 +365,23 @@ def _commit_without_waiting_for_disk() -> None:
     fraction of a second of committed chunks (wal_writer_delay, 200 ms, three times at
     most), and losing them is harmless: the database comes back as if they had not run,
     consistent, and the next sweep expires those points (tests/reliability/test_crash.py).
-    Nothing outside the database has seen an expiry (no webhook, no mail), and a write
-    that read one and committed (a burn, a settlement claim) flushed the WAL up to its
-    own commit, so the expiry it read is on disk before it is.
+    Nothing outside the database acts on an expiry (no webhook, no mail, no outbox row; a
+    member who read the lower balance in between reads it again once the next sweep has
+    run); a write that read one and committed (a burn, a settlement claim) flushed the WAL
+    up to its own commit, so the expiry it read is on disk before it is; and a chunk
+    creates nothing that the process remembers (the breakage account is made before the
+    sweep, in a commit that waits).
 
-    Only when the chunk is its own transaction: inside a caller's transaction the setting
-    would apply to the caller's writes too.
+    Only when the chunk is its own transaction: inside a caller's transaction (an outer
+    `atomic()`, or a connection the caller took out of autocommit, where the chunk's
+    `atomic()` is a savepoint and the commit is the caller's) the setting would apply to
+    the caller's writes too.
     """
-    if connection.vendor != "postgresql" or len(connection.atomic_blocks) != 1:
+    if (
+        connection.vendor != "postgresql"
+        or len(connection.atomic_blocks) != 1
+        or not connection.commit_on_exit
+    ):
         return
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL synchronous_commit = off")

@@ -312,6 +312,13 @@ def test_parallel_ranges_expire_exactly_what_one_sweep_expires(fixed_12_months, 
     assert services.points_expire_due(now=DUE + timedelta(days=1), workers=3) == 0
 
 
+def _collected(obj) -> bool:
+    """Would a garbage collection walk `obj`? (Frozen objects are out of every generation.)"""
+    import gc
+
+    return any(each is obj for each in gc.get_objects())
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("workers", [1, 2])
@@ -324,13 +331,13 @@ def test_no_garbage_collection_walks_the_process_while_a_chunk_holds_wallets(
     members = [factories.member() for _ in range(6)]
     for each in members:
         factories.earn(each, partner, 10, now=T0)
-    held_before = [object() for _ in range(1000)]
-    assert gc.get_freeze_count() == 0
-    frozen_during_chunks = []
+    held_before = ["an object the process made before the sweep"]
+    assert gc.get_freeze_count() == 0 and _collected(held_before)
+    walked_during_chunks = []
     chunk = expiry._expire_chunk
 
     def watched(*args, **kwargs):
-        frozen_during_chunks.append(gc.get_freeze_count())
+        walked_during_chunks.append(_collected(held_before))
         return chunk(*args, **kwargs)
 
     monkeypatch.setattr(expiry, "_expire_chunk", watched)
@@ -341,21 +348,57 @@ def test_no_garbage_collection_walks_the_process_while_a_chunk_holds_wallets(
     # Then while each chunk held its wallets, what the process held before was left out of the
     # collector (a full collection would have stopped the chunk), and it is back in afterwards
     assert expired == 60
-    assert len(frozen_during_chunks) >= 3
-    assert all(count >= len(held_before) for count in frozen_during_chunks)
+    assert len(walked_during_chunks) >= 3
+    assert walked_during_chunks == [False] * len(walked_during_chunks)
+    assert _collected(held_before)
+    assert gc.get_freeze_count() == 0
+
+
+def test_overlapping_sweeps_thaw_the_collector_when_the_last_one_ends():
+    import gc
+    import threading
+
+    held = ["an object the process made before both sweeps"]
+    first_in, first_may_end = threading.Event(), threading.Event()
+
+    def first_sweep():
+        with expiry._collector_frozen():
+            first_in.set()
+            first_may_end.wait(10)
+
+    # Given a sweep running in one thread
+    thread = threading.Thread(target=first_sweep)
+    thread.start()
+    try:
+        assert first_in.wait(10)
+        assert not _collected(held)
+
+        # When a second sweep starts and ends in another while the first still runs
+        with expiry._collector_frozen():
+            assert not _collected(held)
+
+        # Then the process stays frozen for the first sweep, and thaws once it ends too
+        assert not _collected(held)
+    finally:
+        first_may_end.set()
+        thread.join(10)
+    assert _collected(held)
     assert gc.get_freeze_count() == 0
 
 
 @pytest.mark.django_db
-def test_a_failing_sweep_thaws_the_collector_and_a_process_frozen_before_stays_frozen(
+def test_a_failing_sweep_thaws_the_collector_and_a_process_frozen_before_is_left_as_it_was(
     fixed_12_months, partner, monkeypatch
 ):
     import gc
 
     member = factories.member()
     factories.earn(member, partner, 10, now=T0)
+    made_since = []
+    walked = []
 
     def broken(*args, **kwargs):
+        walked.append(_collected(made_since))
         raise RuntimeError("database gone")
 
     monkeypatch.setattr(expiry, "_expire_chunk", broken)
@@ -363,14 +406,20 @@ def test_a_failing_sweep_thaws_the_collector_and_a_process_frozen_before_stays_f
     with pytest.raises(RuntimeError, match="database gone"):
         services.points_expire_due(now=DUE + timedelta(days=1), workers=1)
     assert gc.get_freeze_count() == 0
+    assert walked == [False] and _collected(made_since)
 
-    # A process that froze its objects itself (a preloading server) is left frozen
+    # A process that froze its objects itself (a preloading server) keeps its own freeze, and
+    # what it made since is neither frozen by the sweep nor lost to the collector after it
+    frozen_by_the_process = ["frozen by the process"]
     gc.freeze()
     try:
-        frozen = gc.get_freeze_count()
+        made_since = ["made after the process froze itself"]
+        walked.clear()
         with pytest.raises(RuntimeError, match="database gone"):
             services.points_expire_due(now=DUE + timedelta(days=1), workers=1)
-        assert gc.get_freeze_count() >= frozen
+        assert walked == [True]
+        assert _collected(made_since)
+        assert not _collected(frozen_by_the_process)
     finally:
         gc.unfreeze()
 
@@ -435,3 +484,68 @@ def test_a_sweep_inside_a_callers_transaction_leaves_its_commit_synchronous(
     # Then the caller's commit waited for the disk as always: the chunk changed nothing
     assert seen == ["on"]
     assert factories.wallet(member).balance == 3
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_on_a_connection_taken_out_of_autocommit_leaves_its_commit_synchronous(
+    fixed_12_months, partner, monkeypatch
+):
+    from django.db import transaction
+
+    member = factories.member()
+    factories.earn(member, partner, 10, now=T0)
+    seen = []
+    take = expiry._lots_take
+    monkeypatch.setattr(
+        expiry, "_lots_take", lambda taken: (seen.append(_synchronous_commit()), take(taken))
+    )
+
+    # When a caller that manages its own transactions (autocommit off) sweeps and commits
+    transaction.set_autocommit(False)
+    try:
+        expired = services.points_expire_due(now=DUE + timedelta(days=1), workers=2)
+        transaction.commit()
+    except BaseException:
+        transaction.rollback()
+        raise
+    finally:
+        transaction.set_autocommit(True)
+
+    # Then the sweep stayed in the caller's transaction (one range: other connections could
+    # not see what it has not committed) and did not change how its commit reaches the disk
+    assert expired == 10
+    assert seen == ["on"]
+    assert factories.wallet(member).balance == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_breakage_account_is_made_before_any_chunk_commits_without_waiting(
+    fixed_12_months, partner, monkeypatch
+):
+    from coalition.models import Account
+    from coalition.services.posting import caches_clear
+
+    # Given a programme whose points never expired yet (no breakage account) and due points
+    member = factories.member()
+    factories.earn(member, partner, 10, now=T0)
+    caches_clear()
+    assert not Account.objects.filter(kind=Account.Kind.BREAKAGE).exists()
+    breakage_before_chunks = []
+    chunk = expiry._expire_chunk
+
+    def watched(*args, **kwargs):
+        breakage_before_chunks.append(Account.objects.filter(kind=Account.Kind.BREAKAGE).exists())
+        return chunk(*args, **kwargs)
+
+    monkeypatch.setattr(expiry, "_expire_chunk", watched)
+
+    # When the first sweep runs
+    assert services.points_expire_due(now=DUE + timedelta(days=1), workers=1) == 10
+
+    # Then the account existed, committed, before the chunk (whose commit a crash may lose)
+    # ran, and the expired points are in it
+    assert breakage_before_chunks == [True]
+    breakage = Account.objects.get(kind=Account.Kind.BREAKAGE)
+    assert Entry.objects.filter(account=breakage).count() == 1
