@@ -309,4 +309,7 @@ if env.str("REPLICA_DATABASE_URL", default=""):
     DATABASES["replica"] = env.db("REPLICA_DATABASE_URL")
     DATABASES["replica"]["CONN_MAX_AGE"] = DATABASES["default"]["CONN_MAX_AGE"]
     DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+    # A replica reached through PgBouncer in transaction pooling needs the same (a
+    # `.iterator()` under `replica_reads()` would otherwise open a named cursor).
+    DATABASES["replica"]["DISABLE_SERVER_SIDE_CURSORS"] = DATABASE_TRANSACTION_POOLING
     DATABASE_ROUTERS = ["config.db_router.ReplicaRouter"]

@@ -196,6 +196,38 @@ def test_check_deploy_is_clean_with_production_settings():
     assert "no issues" in result.stdout
 
 
+def _production_settings(code: str, **env) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=PROJECT,
+        env=_production_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.strip().splitlines()[-1].split()
+
+
+@pytest.mark.parametrize("pooling", ["true", "false"])
+def test_transaction_pooling_turns_off_session_state_on_every_database(pooling):
+    # Behind PgBouncer in transaction pooling (docs/scaling.md): no server-side cursors on the
+    # primary nor on the replica, and no prepared statements, unless asked for plainly
+    code = (
+        "from django.conf import settings as s; "
+        "print(s.DATABASES['default']['DISABLE_SERVER_SIDE_CURSORS'], "
+        "s.DATABASES['replica']['DISABLE_SERVER_SIDE_CURSORS'], "
+        "s.COALITION['PREPARED_STATEMENTS'])"
+    )
+    seen = _production_settings(
+        code,
+        DATABASE_TRANSACTION_POOLING=pooling,
+        REPLICA_DATABASE_URL="postgres://coalition@replica.internal:5432/coalition",
+    )
+    on = pooling == "true"
+    assert seen == [str(on), str(on), str(not on)]
+
+
 @pytest.mark.parametrize(
     "missing", ["SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "STRIPE_WEBHOOK_SECRET"]
 )
