@@ -9,6 +9,8 @@
 --
 -- Committed rows only: two requests of one caller racing with one key for two different
 -- kinds of write can both pass (each table's own index still catches a race within it).
+-- A write refused here because the other committed after the write looked retries once
+-- (coalition/services/idempotency.py, ledger_write): a batch then refuses just that row.
 --
 -- Transactions: once per statement (a batch of purchases, a COPY of expiries), one scalar
 -- probe per keyed row into each of the two other unique indexes; rows without a key (the
