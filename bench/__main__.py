@@ -94,7 +94,7 @@ def parse_reads(text: str) -> dict:
 
 def parse_batch(text: str) -> dict:
     out = {}
-    for label in ("a", "c", "e"):
+    for label in ("a", "c", "e", "f"):
         match = re.search(rf"^\({label}\) .*?{NUMBER} purchases/s", text, re.M)
         if match:
             out[label] = {"rate": _num(match[1])}
@@ -265,14 +265,16 @@ def render(runs: list[dict], settlement: list[dict], meta: dict, expiry: dict | 
         "no CSV, validation, rules or idempotency)",
     )
     celery_import = pick(runs, "batch", "e", "rate")
+    floor_parallel = pick(runs, "batch", "f", "rate")
     rate_row(
         "file import through Celery, 2 worker processes (purchases/s)",
         celery_import,
-        None,
+        floor_parallel,
         None,
         "`manage.py import_purchases` to a Celery worker of 2 processes on Redis, timed to "
         "the import's completion (file scan, outbox relay, broker, chunks, result file); "
-        "no floor or hordak run in 2 processes for it",
+        "floor = the batch floor in 2 processes, each with its own members (never waiting "
+        "for the other's locks); no hordak run in 2 processes for it",
     )
     api = pick(runs, "api", "api", "rate")
     services = pick(runs, "api", "services", "rate")
@@ -364,7 +366,8 @@ def render(runs: list[dict], settlement: list[dict], meta: dict, expiry: dict | 
     import_line = (
         f"**{fmt(file_rate)} purchases/s — goal "
         f"{'met' if file_rate >= IMPORT_GOAL else 'NOT met'}** (in process {fmt(batch)}/s; "
-        f"Celery, 2 worker processes {fmt(celery_import)}/s)"
+        f"Celery, 2 worker processes {fmt(celery_import)}/s; the raw-SQL floor of the same "
+        f"work in 2 processes on this machine: {fmt(floor_parallel)}/s)"
         if file_rate
         else "not measured"
     )
@@ -381,6 +384,7 @@ def render(runs: list[dict], settlement: list[dict], meta: dict, expiry: dict | 
         f"{fmt(r.get('peer', {}).get('earn1', {}).get('rate'))} | "
         f"{fmt(r.get('batch', {}).get('a', {}).get('rate'))} | "
         f"{fmt(r.get('batch', {}).get('e', {}).get('rate'))} | "
+        f"{fmt(r.get('batch', {}).get('f', {}).get('rate'))} | "
         f"{fmt(r.get('api', {}).get('api', {}).get('rate'))} | {r['load_before']} | "
         f"{r['load_after']} | {r['elapsed']:.0f} s |"
         for i, r in enumerate(runs)
@@ -443,7 +447,8 @@ account holds only a few dozen legs, and the peer runs ANALYZE on its tables bef
 - file import through Celery: `python -m bench.batch --celery 2` (e): a file of
   --celery-rows rows sent with `manage.py import_purchases` (no --sync) to
   `celery -A config worker -c 2` on Redis, as deployed on a 2-core machine; timed from the
-  command's start until the import is recorded as completed.
+  command's start until the import is recorded as completed; its floor (f) is the batch
+  floor (c) in 2 forked processes, each with its own half of the members.
 - GraphQL: `python -m bench.api` phase (1b), recordPurchase only, closed loop, gunicorn on
   loopback, client on the same cores; (2) the services layer in 2 processes.
 - settlement: `python -m bench.settlement` (`run_create` over a loaded ledger), loaded once,
@@ -457,9 +462,9 @@ account holds only a few dozen legs, and the peer runs ANALYZE on its tables bef
 
 ## Per run
 
-| run | earn tx/s | earn floor | hordak earn | batch /s | Celery import /s | GraphQL req/s \
-| load before | load after | took |
-|---|---:|---:|---:|---:|---:|---:|---|---|---:|
+| run | earn tx/s | earn floor | hordak earn | batch /s | Celery import /s | import floor, 2 \
+processes | GraphQL req/s | load before | load after | took |
+|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|
 {per_run}
 
 ## Problems during this run

@@ -32,6 +32,9 @@ with --celery N, (e): another file of the same size sent as an operator sends it
 (`celery -A config worker -c N`, started by the bench on Redis database 15 and ready before
 the clock starts), timed from the command's start until the import is recorded as completed
 in the database (file scan, the outbox relay, the broker, every chunk, the result file);
+and (f): the raw SQL floor of (c) for another file of that size in N forked processes at
+once, each on its own connection and with its own members (member id modulo N, so that none
+waits for another's locks: the best case), the floor for (e);
 with --profile N a cProfile of an import of N rows (top functions by own and cumulative time).
 """
 
@@ -331,6 +334,45 @@ class Floor:
         self.conn.close()
 
 
+def run_floor_parallel(
+    config: dict, partner, path: Path, chunk: int, key_prefix: str, processes: int
+) -> float:
+    """(f): the raw-SQL floor of a file shared by `processes` forked processes at once, each
+    on its own connection, each taking the rows of its own members (member id modulo
+    `processes`), so that none ever waits for another's wallet locks: the best case. Chunks
+    of `chunk` rows; wall-clock seconds from the fork to the last commit."""
+    import multiprocessing
+
+    from django.db import connections
+
+    floor = Floor(config, partner, path, chunk, key_prefix)  # the file read before the clock
+    floor.close()
+    connections.close_all()
+    shares = [
+        [row for row in floor.rows if floor.numbers[row[1]] % processes == index]
+        for index in range(processes)
+    ]
+
+    def work(rows: list) -> None:
+        floor.rows = rows
+        floor.conn = _connect(config)
+        for index in range((len(rows) + chunk - 1) // chunk):
+            floor.run_chunk(index)
+        floor.close()
+
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=work, args=(share,)) for share in shares]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    if any(worker.exitcode for worker in workers):
+        sys.exit("a floor process failed")
+    return elapsed
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -418,6 +460,20 @@ def main(argv: list[str] | None = None) -> None:
             f"{celery_rows / elapsed_e:9,.0f} purchases/s  ({done.status}, {done.accepted} "
             f"accepted, {done.rejected} rejected; {celery_rows} rows)"
         )
+
+    if args.celery:
+        floor_path = folder / "floor-parallel.csv"
+        write_file(floor_path, celery_rows, members, f"f{run}")
+        elapsed_f = run_floor_parallel(
+            config, partner, floor_path, args.chunk, f"floorp{run}", args.celery
+        )
+        rate_e, rate_f = celery_rows / elapsed_e, celery_rows / elapsed_f
+        log(
+            f"(f) raw SQL floor, {args.celery} processes: {elapsed_f:6.2f} s  "
+            f"{rate_f:9,.0f} purchases/s  (the same work as (c) in {args.celery} processes, "
+            f"members split between them; {celery_rows} rows)"
+        )
+        log(f"ratio (e)/(f) = {rate_e / rate_f:.2f}")
 
     if args.profile:
         profile_path = folder / "profile.csv"
