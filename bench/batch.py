@@ -154,7 +154,6 @@ def _worker(import_id: int, chunks: list[tuple[int, int]]) -> None:
 
 def run_parallel(partner, path: Path, chunk: int, processes: int) -> tuple[float, object]:
     """The file's chunks recorded by `processes` forked processes at once."""
-    import multiprocessing
 
     from django.db import connections
 
@@ -164,20 +163,25 @@ def run_parallel(partner, path: Path, chunk: int, processes: int) -> tuple[float
     imported = purchase_import_create(partner=partner, path=path, chunk_size=chunk)
     chunks = list(imported.chunks.order_by("start_row").values_list("start_row", "row_count"))
     connections.close_all()  # each process opens its own
+    _forked(_worker, [(imported.pk, chunks[index::processes]) for index in range(processes)])
+    elapsed = time.perf_counter() - started
+    imported.refresh_from_db()
+    return elapsed, imported
+
+
+def _forked(target, arguments: list[tuple]) -> None:
+    """Run `target(*args)` in a forked process for each of `arguments`, all at once; exit if
+    one fails."""
+    import multiprocessing
+
     context = multiprocessing.get_context("fork")
-    workers = [
-        context.Process(target=_worker, args=(imported.pk, chunks[index::processes]))
-        for index in range(processes)
-    ]
+    workers = [context.Process(target=target, args=args) for args in arguments]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    elapsed = time.perf_counter() - started
     if any(worker.exitcode for worker in workers):
-        sys.exit("a worker process failed")
-    imported.refresh_from_db()
-    return elapsed, imported
+        sys.exit(f"a forked process of {target.__name__} failed")
 
 
 CELERY_BROKER = "redis://127.0.0.1:6379/15"
@@ -341,7 +345,6 @@ def run_floor_parallel(
     on its own connection, each taking the rows of its own members (member id modulo
     `processes`), so that none ever waits for another's wallet locks: the best case. Chunks
     of `chunk` rows; wall-clock seconds from the fork to the last commit."""
-    import multiprocessing
 
     from django.db import connections
 
@@ -360,17 +363,9 @@ def run_floor_parallel(
             floor.run_chunk(index)
         floor.close()
 
-    context = multiprocessing.get_context("fork")
-    workers = [context.Process(target=work, args=(share,)) for share in shares]
     started = time.perf_counter()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    elapsed = time.perf_counter() - started
-    if any(worker.exitcode for worker in workers):
-        sys.exit("a floor process failed")
-    return elapsed
+    _forked(work, [(share,) for share in shares])
+    return time.perf_counter() - started
 
 
 # --------------------------------------------------------------------------- main

@@ -432,16 +432,10 @@ def _synchronous_commit() -> str:
         return cursor.fetchone()[0]
 
 
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_a_chunk_commits_without_waiting_for_the_disk_and_only_itself(
-    fixed_12_months, partner, monkeypatch
-):
-    # Given members with due points
-    members = [factories.member() for _ in range(4)]
-    for each in members:
-        factories.earn(each, partner, 10, now=T0)
-    seen = []
+@pytest.fixture
+def commit_modes(monkeypatch) -> list[str]:
+    """The `synchronous_commit` each expiry chunk ran under, in order."""
+    seen: list[str] = []
     take = expiry._lots_take
 
     def watched(taken):
@@ -449,6 +443,19 @@ def test_a_chunk_commits_without_waiting_for_the_disk_and_only_itself(
         return take(taken)
 
     monkeypatch.setattr(expiry, "_lots_take", watched)
+    return seen
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_chunk_commits_without_waiting_for_the_disk_and_only_itself(
+    fixed_12_months, partner, commit_modes
+):
+    # Given members with due points
+    members = [factories.member() for _ in range(4)]
+    for each in members:
+        factories.earn(each, partner, 10, now=T0)
+    seen = commit_modes
 
     # When the sweep runs on its own, each chunk in its own transaction
     assert services.points_expire_due(now=DUE + timedelta(days=1), batch_size=2, workers=1) == 40
@@ -464,17 +471,13 @@ def test_a_chunk_commits_without_waiting_for_the_disk_and_only_itself(
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_sweep_inside_a_callers_transaction_leaves_its_commit_synchronous(
-    fixed_12_months, partner, monkeypatch
+    fixed_12_months, partner, commit_modes
 ):
     from django.db import transaction
 
     member = factories.member()
     factories.earn(member, partner, 10, now=T0)
-    seen = []
-    take = expiry._lots_take
-    monkeypatch.setattr(
-        expiry, "_lots_take", lambda taken: (seen.append(_synchronous_commit()), take(taken))
-    )
+    seen = commit_modes
 
     # When a caller sweeps inside its own transaction, with writes of its own
     with transaction.atomic():
@@ -489,17 +492,13 @@ def test_a_sweep_inside_a_callers_transaction_leaves_its_commit_synchronous(
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_sweep_on_a_connection_taken_out_of_autocommit_leaves_its_commit_synchronous(
-    fixed_12_months, partner, monkeypatch
+    fixed_12_months, partner, commit_modes
 ):
     from django.db import transaction
 
     member = factories.member()
     factories.earn(member, partner, 10, now=T0)
-    seen = []
-    take = expiry._lots_take
-    monkeypatch.setattr(
-        expiry, "_lots_take", lambda taken: (seen.append(_synchronous_commit()), take(taken))
-    )
+    seen = commit_modes
 
     # When a caller that manages its own transactions (autocommit off) sweeps and commits
     transaction.set_autocommit(False)

@@ -275,15 +275,11 @@ def test_the_same_key_from_other_callers_is_free_for_any_kind_of_write(ctx, othe
     assert selectors.ledger_check().ok
 
 
-def test_a_purchase_in_a_batch_under_a_hold_key_is_refused_alone(ctx):
+def _purchases_in_a_batch(ctx, keys: list[str]) -> list:
+    """The partner's purchases of 10.00 by the member, one per key, sent as one batch."""
     from partners.services.batch import purchases_record_batch
 
-    # Given a hold of the partner under "till-9"
-    factories.hold(ctx.member, ctx.partner, 10, idempotency_key="till-9")
-    before = selectors.member_balance(member=ctx.member).balance
-
-    # When the partner sends two purchases in a batch, one of them under "till-9"
-    outcomes = purchases_record_batch(
+    return purchases_record_batch(
         partner=ctx.partner,
         purchases=[
             {
@@ -293,9 +289,18 @@ def test_a_purchase_in_a_batch_under_a_hold_key_is_refused_alone(ctx):
                 "reference": f"r-{key}",
                 "idempotency_key": key,
             }
-            for key in ("till-9", "order-10")
+            for key in keys
         ],
     )
+
+
+def test_a_purchase_in_a_batch_under_a_hold_key_is_refused_alone(ctx):
+    # Given a hold of the partner under "till-9"
+    factories.hold(ctx.member, ctx.partner, 10, idempotency_key="till-9")
+    before = selectors.member_balance(member=ctx.member).balance
+
+    # When the partner sends two purchases in a batch, one of them under "till-9"
+    outcomes = _purchases_in_a_batch(ctx, ["till-9", "order-10"])
 
     # Then that purchase is refused with a conflict on its key, and the other is recorded
     assert [(o.status, o.code) for o in outcomes] == [
@@ -355,7 +360,6 @@ def _looked_before_the_hold(monkeypatch, module):
 @pytest.mark.django_db(transaction=True)
 def test_a_hold_committed_after_a_batch_looked_refuses_just_that_purchase(ctx, monkeypatch):
     from partners.services import batch
-    from partners.services.batch import purchases_record_batch
 
     # Given a hold of the partner under "till-3", which the batch's first look misses
     factories.hold(ctx.member, ctx.partner, 10, idempotency_key="till-3")
@@ -363,19 +367,7 @@ def test_a_hold_committed_after_a_batch_looked_refuses_just_that_purchase(ctx, m
     before = selectors.member_balance(member=ctx.member).balance
 
     # When the partner sends three purchases in a batch, the second under "till-3"
-    outcomes = purchases_record_batch(
-        partner=ctx.partner,
-        purchases=[
-            {
-                "member_number": ctx.member.member_number,
-                "amount": "10.00",
-                "currency": "USD",
-                "reference": f"r-{key}",
-                "idempotency_key": key,
-            }
-            for key in ("order-1", "till-3", "order-2")
-        ],
-    )
+    outcomes = _purchases_in_a_batch(ctx, ["order-1", "till-3", "order-2"])
 
     # Then the database refused the key, the batch looked again, and only that purchase is
     # refused: the other two are recorded once each
