@@ -265,7 +265,7 @@ def purchase_import_enqueue(*, purchase_import: PurchaseImport) -> int:
     The chunk jobs are recorded in the outbox in the same transaction as the import's move
     to "running" (issue 9): a broker outage or a crash after the commit loses none of them
     (a chunk run twice is counted once)."""
-    from coalition.outbox import celery_task_enqueue
+    from coalition.outbox import celery_tasks_enqueue
 
     with transaction.atomic():
         PurchaseImport.objects.filter(
@@ -276,10 +276,10 @@ def purchase_import_enqueue(*, purchase_import: PurchaseImport) -> int:
             .order_by("start_row")
             .values_list("start_row", "row_count")
         )
-        for start_row, row_count in chunks:
-            celery_task_enqueue(
-                "partners.tasks.import_purchases_chunk", purchase_import.pk, start_row, row_count
-            )
+        celery_tasks_enqueue(
+            "partners.tasks.import_purchases_chunk",
+            [(purchase_import.pk, start_row, row_count) for start_row, row_count in chunks],
+        )
     return len(chunks)
 
 

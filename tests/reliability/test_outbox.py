@@ -59,6 +59,30 @@ def test_follow_up_work_rolls_back_with_the_write(shop):
 
 
 @pytest.mark.django_db
+def test_many_tasks_are_recorded_at_once_in_order_with_one_nudge_and_roll_back_together(shop):
+    calls = [(7, start, 1000) for start in (0, 1000, 2000)]
+    task = "partners.tasks.import_purchases_chunk"
+
+    # Recorded with the write, in the order given, and one relay asked for after the commit
+    with transaction.atomic():
+        outbox.celery_task_enqueue("coalition.tasks.notify_tier_change", 1)
+        outbox.celery_tasks_enqueue(task, calls)
+        nudges = [
+            callback
+            for _sids, callback, _robust in connection.run_on_commit
+            if getattr(callback, "is_outbox_nudge", False)
+        ]
+        rows = list(OutboxMessage.objects.order_by("id").values_list("payload", flat=True))
+        assert rows[1:] == [{"task": task, "args": list(args), "kwargs": {}} for args in calls]
+        assert len(nudges) == 1
+        transaction.set_rollback(True)
+
+    # and gone with a write that fails
+    assert not OutboxMessage.objects.exists()
+    assert outbox.celery_tasks_enqueue(task, []) == []
+
+
+@pytest.mark.django_db
 def test_an_unknown_topic_fails_the_write(shop):
     with pytest.raises(LookupError):
         outbox.outbox_enqueue("no.such.topic", {})
