@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import connection, connections, transaction
+from django.db import connection, connections
 from django.db.models import F
 from django.utils import timezone
 
@@ -172,25 +172,17 @@ def points_expire_due(
     if programme.expiry_policy == Programme.ExpiryPolicy.NONE:
         return 0
     workers = workers or settings.COALITION.get("EXPIRY_WORKERS", 1)
-    # The breakage account, made on first use, is made here in a commit that waits for the
-    # disk, never inside a chunk: a chunk's commit may be lost in a crash, and the account
-    # id the process remembers after that commit would then name no account, or a
-    # wallet that took its id after the crash.
-    with transaction.atomic():
-        breakage_id = system_account_id(Account.Kind.BREAKAGE)
     with _collector_frozen():
         in_callers_transaction = connection.in_atomic_block or not connection.get_autocommit()
         if workers <= 1 or connection.vendor != "postgresql" or in_callers_transaction:
             # Inside a caller's transaction (an `atomic()`, or a connection the caller took
             # out of autocommit) the sweep stays in it: other connections would not see
             # what it has not committed.
-            return _sweep(programme, now, batch_size, breakage_id, after=0, upto=None)
-        return _sweep_ranges(programme, now, batch_size, breakage_id, workers)
+            return _sweep(programme, now, batch_size, after=0, upto=None)
+        return _sweep_ranges(programme, now, batch_size, workers)
 
 
-def _sweep_ranges(
-    programme: Programme, now: datetime, batch_size: int, breakage_id: int, workers: int
-) -> int:
+def _sweep_ranges(programme: Programme, now: datetime, batch_size: int, workers: int) -> int:
     """Sweep `workers` disjoint ranges of member ids at once, a thread and a connection each."""
     first, last = _due_span(programme, now)
     if first is None:
@@ -202,7 +194,7 @@ def _sweep_ranges(
 
     def sweep(after: int, upto: int) -> None:
         try:
-            totals.append(_sweep(programme, now, batch_size, breakage_id, after=after, upto=upto))
+            totals.append(_sweep(programme, now, batch_size, after=after, upto=upto))
         except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller's thread
             errors.append(exc)
         finally:
@@ -259,13 +251,7 @@ def _collector_frozen() -> Iterator[None]:
 
 
 def _sweep(
-    programme: Programme,
-    now: datetime,
-    batch_size: int,
-    breakage_id: int,
-    *,
-    after: int,
-    upto: int | None,
+    programme: Programme, now: datetime, batch_size: int, *, after: int, upto: int | None
 ) -> int:
     """Expire chunk by chunk the due members with ids in (after, upto]."""
     expired_total = 0
@@ -275,7 +261,7 @@ def _sweep(
             member_ids = [member_id for member_id in member_ids if member_id <= upto]
         if not member_ids:
             return expired_total
-        expired_total += _expire_chunk(member_ids, programme, now, breakage_id)
+        expired_total += _expire_chunk(member_ids, programme, now)
         after = member_ids[-1]
 
 
@@ -313,15 +299,16 @@ def _due_members(programme: Programme, now: datetime, *, after: int, limit: int)
 
 
 @ledger_write
-def _expire_chunk(
-    member_ids: list[int], programme: Programme, now: datetime, breakage_id: int
-) -> int:
+def _expire_chunk(member_ids: list[int], programme: Programme, now: datetime) -> int:
     """Expire what is due from these members, in one database transaction."""
     _commit_without_waiting_for_disk()
     _wallets_lock(member_ids)
     due = list(expiry_due(member_ids=member_ids, programme=programme, now=now).values())
     if not due:
         return 0
+    # Made on first use; the chunk that makes it commits waiting for the disk, as any other
+    # write does: the id the process remembers must name an account after a crash.
+    breakage_id = system_account_id(Account.Kind.BREAKAGE, on_create=_commit_waiting_for_disk)
     txn_ids = _insert(
         LedgerTransaction,
         TRANSACTION_COLUMNS,
@@ -369,14 +356,24 @@ def _commit_without_waiting_for_disk() -> None:
     member who read the lower balance in between reads it again once the next sweep has
     run); a write that read one and committed (a burn, a settlement claim) flushed the WAL
     up to its own commit, so the expiry it read is on disk before it is; and a chunk
-    creates nothing that the process remembers (the breakage account is made before the
-    sweep, in a commit that waits).
+    creates nothing that the process remembers unless it waits for the disk (the chunk that
+    makes the breakage account commits as every other write does).
 
     Only when the chunk is its own transaction: inside a caller's transaction (an outer
     `atomic()`, or a connection the caller took out of autocommit, where the chunk's
     `atomic()` is a savepoint and the commit is the caller's) the setting would apply to
     the caller's writes too.
     """
+    _synchronous_commit(wait_for_disk=False)
+
+
+def _commit_waiting_for_disk() -> None:
+    """This chunk's commit waits for the WAL flush after all (undoes the above)."""
+    _synchronous_commit(wait_for_disk=True)
+
+
+def _synchronous_commit(*, wait_for_disk: bool) -> None:
+    """SET LOCAL synchronous_commit, when the chunk is its own transaction on PostgreSQL."""
     if (
         connection.vendor != "postgresql"
         or len(connection.atomic_blocks) != 1
@@ -384,7 +381,7 @@ def _commit_without_waiting_for_disk() -> None:
     ):
         return
     with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL synchronous_commit = off")
+        cursor.execute(f"SET LOCAL synchronous_commit = {'on' if wait_for_disk else 'off'}")
 
 
 def _lots_take(taken: list[list[int]]) -> None:

@@ -3,7 +3,7 @@
 import calendar
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -121,9 +121,14 @@ def programme_get() -> Programme:
 
 
 def system_account_id(
-    kind: str, *, partner_id: int | None = None, charity_id: int | None = None
+    kind: str,
+    *,
+    partner_id: int | None = None,
+    charity_id: int | None = None,
+    on_create: Callable[[], None] | None = None,
 ) -> int:
-    """The id of a partner, charity or programme account, created on first use.
+    """The id of a partner, charity or programme account, created on first use (then
+    `on_create()` is called, in the creating transaction).
 
     These accounts are never locked or updated by postings: their balance is an aggregate.
     """
@@ -136,6 +141,8 @@ def system_account_id(
         try:
             with transaction.atomic():
                 account_id = Account.objects.create(**lookup).id
+            if on_create is not None:
+                on_create()
         except IntegrityError:
             # Created concurrently by another posting; it is committed now.
             account_id = Account.objects.filter(**lookup).values_list("id", flat=True).get()

@@ -451,10 +451,15 @@ def commit_modes(monkeypatch) -> list[str]:
 def test_a_chunk_commits_without_waiting_for_the_disk_and_only_itself(
     fixed_12_months, partner, commit_modes
 ):
-    # Given members with due points
+    from coalition.models import Account
+    from coalition.services.posting import system_account_id
+
+    # Given members with due points, in a programme whose points expired before (its
+    # breakage account exists)
     members = [factories.member() for _ in range(4)]
     for each in members:
         factories.earn(each, partner, 10, now=T0)
+    system_account_id(Account.Kind.BREAKAGE)
     seen = commit_modes
 
     # When the sweep runs on its own, each chunk in its own transaction
@@ -520,31 +525,31 @@ def test_a_sweep_on_a_connection_taken_out_of_autocommit_leaves_its_commit_synch
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_the_breakage_account_is_made_before_any_chunk_commits_without_waiting(
-    fixed_12_months, partner, monkeypatch
+def test_the_chunk_that_makes_the_breakage_account_commits_waiting_for_the_disk(
+    fixed_12_months, partner, commit_modes
 ):
     from coalition.models import Account
     from coalition.services.posting import caches_clear
 
-    # Given a programme whose points never expired yet (no breakage account) and due points
-    member = factories.member()
-    factories.earn(member, partner, 10, now=T0)
+    # Given a programme whose points never expired yet (no breakage account) and members with
+    # due points
+    members = [factories.member() for _ in range(4)]
+    for each in members:
+        factories.earn(each, partner, 10, now=T0)
     caches_clear()
     assert not Account.objects.filter(kind=Account.Kind.BREAKAGE).exists()
-    breakage_before_chunks = []
-    chunk = expiry._expire_chunk
 
-    def watched(*args, **kwargs):
-        breakage_before_chunks.append(Account.objects.filter(kind=Account.Kind.BREAKAGE).exists())
-        return chunk(*args, **kwargs)
+    # When a sweep finds nothing due yet
+    assert services.points_expire_due(now=T0 + timedelta(days=1), workers=1) == 0
 
-    monkeypatch.setattr(expiry, "_expire_chunk", watched)
+    # Then it wrote nothing, not even the account
+    assert not Account.objects.filter(kind=Account.Kind.BREAKAGE).exists()
 
-    # When the first sweep runs
-    assert services.points_expire_due(now=DUE + timedelta(days=1), workers=1) == 10
+    # When the first sweep with due points runs, two members a chunk
+    assert services.points_expire_due(now=DUE + timedelta(days=1), batch_size=2, workers=1) == 40
 
-    # Then the account existed, committed, before the chunk (whose commit a crash may lose)
-    # ran, and the expired points are in it
-    assert breakage_before_chunks == [True]
+    # Then the chunk that made the account committed as every write does (a crash cannot take
+    # back the account whose id the process now remembers); the next did not wait
+    assert commit_modes == ["on", "off"]
     breakage = Account.objects.get(kind=Account.Kind.BREAKAGE)
-    assert Entry.objects.filter(account=breakage).count() == 1
+    assert Entry.objects.filter(account=breakage).count() == 4
