@@ -137,13 +137,16 @@ def ledger_write(fn: Callable[..., T]) -> Callable[..., T]:
       write (a batch: just that row, the others are posted); a second refusal is the
       caller's IdempotencyConflict.
 
-    Called inside an outer transaction, the write runs in a savepoint and is not retried:
-    the outer transaction is the caller's to retry.
+    Called inside an outer transaction (or on a connection the caller took out of
+    autocommit), the write runs in a savepoint and is not retried: the outer transaction is
+    the caller's to retry.
     """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
-        if connection.in_atomic_block:
+        if connection.in_atomic_block or not connection.get_autocommit():
+            # The caller's transaction (an `atomic()`, or a connection the caller took out
+            # of autocommit): a savepoint, and the caller's to retry.
             with _key_conflicts_refused(), transaction.atomic():
                 return fn(*args, **kwargs)
         retries = _setting("WRITE_RETRIES")
@@ -152,13 +155,15 @@ def ledger_write(fn: Callable[..., T]) -> Callable[..., T]:
         while True:
             committing = False
             try:
-                _writing.outer = True
-                try:
-                    with transaction.atomic():
+                with transaction.atomic():
+                    # Only around `fn`: on-commit callbacks, which run in the atomic block's
+                    # exit, are writes of their own.
+                    _writing.outer = True
+                    try:
                         result = fn(*args, **kwargs)
-                        committing = True  # what fails from here on failed in the commit
-                finally:
-                    _writing.outer = False
+                    finally:
+                        _writing.outer = False
+                    committing = True  # what fails from here on failed in the commit
                 return result
             except (OperationalError, InterfaceError) as exc:
                 if attempt >= retries:
@@ -178,6 +183,8 @@ def ledger_write(fn: Callable[..., T]) -> Callable[..., T]:
                 else:
                     raise
             except IntegrityError as exc:
+                if committing:
+                    raise  # from the commit or after it: never run a committed write again
                 if _is_key_used_elsewhere(exc):
                     if key_retried:
                         raise _key_used_elsewhere_error() from exc

@@ -339,19 +339,32 @@ def test_an_earn_batch_refuses_keys_used_for_holds_and_recorded_writes(ctx):
     assert LedgerTransaction.objects.filter(idempotency_key__in=["h-1", "v-1"]).count() == 0
 
 
-def _looked_before_the_hold(monkeypatch, module):
-    """`module.held_keys` answers its first look as if the hold had not committed yet (it
-    committed just after the look: the race the database's key rule catches), and every
-    later look truthfully; returns the list of looks."""
-    looks = []
-    real = module.held_keys
+def _holds_missed_until_the_database_refuses(monkeypatch, *modules) -> list:
+    """Every `held_keys` look of `modules` answers as if the hold had not committed yet (it
+    committed just after the look: the race the database's key rule catches) until the
+    database has refused a key once, and truthfully from then on. Returns the database's
+    refusals (each once, however many handlers saw it)."""
+    from coalition.services import idempotency
 
-    def held_keys(*, caller, keys):
-        looks.append(list(keys))
-        return set() if len(looks) == 1 else real(caller=caller, keys=keys)
+    refusals: list = []
+    is_key_used_elsewhere = idempotency._is_key_used_elsewhere
 
-    monkeypatch.setattr(module, "held_keys", held_keys)
-    return looks
+    def refused(exc) -> bool:
+        if is_key_used_elsewhere(exc):
+            if not any(exc is seen for seen in refusals):
+                refusals.append(exc)
+            return True
+        return False
+
+    monkeypatch.setattr(idempotency, "_is_key_used_elsewhere", refused)
+    for module in modules:
+        real = module.held_keys
+
+        def held_keys(*, caller, keys, real=real):
+            return real(caller=caller, keys=keys) if refusals else set()
+
+        monkeypatch.setattr(module, "held_keys", held_keys)
+    return refusals
 
 
 # Its own transaction, as a request or a Celery task runs it (inside a caller's transaction
@@ -359,19 +372,20 @@ def _looked_before_the_hold(monkeypatch, module):
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_hold_committed_after_a_batch_looked_refuses_just_that_purchase(ctx, monkeypatch):
+    from coalition.services import batch as earn_batch
     from partners.services import batch
 
-    # Given a hold of the partner under "till-3", which the batch's first look misses
+    # Given a hold of the partner under "till-3", which the batch's looks miss
     factories.hold(ctx.member, ctx.partner, 10, idempotency_key="till-3")
-    looks = _looked_before_the_hold(monkeypatch, batch)
+    refusals = _holds_missed_until_the_database_refuses(monkeypatch, batch, earn_batch)
     before = selectors.member_balance(member=ctx.member).balance
 
     # When the partner sends three purchases in a batch, the second under "till-3"
     outcomes = _purchases_in_a_batch(ctx, ["order-1", "till-3", "order-2"])
 
-    # Then the database refused the key, the batch looked again, and only that purchase is
-    # refused: the other two are recorded once each
-    assert len(looks) >= 2
+    # Then the database refused the key once, the batch looked again, and only that purchase
+    # is refused: the other two are recorded once each
+    assert len(refusals) == 1
     assert [(o.status, o.code) for o in outcomes] == [
         ("accepted", None),
         ("rejected", ErrorCode.IDEMPOTENCY_CONFLICT),
@@ -392,9 +406,9 @@ def test_an_earn_batch_that_missed_a_hold_key_posts_the_other_rows(ctx, monkeypa
     from coalition.services import batch
     from coalition.services.batch import EarnRequest, points_earn_batch
 
-    # Given a hold under "h-2", which the earn batch's first look misses
+    # Given a hold under "h-2", which the earn batch's look misses
     factories.hold(ctx.member, ctx.partner, 10, idempotency_key="h-2")
-    looks = _looked_before_the_hold(monkeypatch, batch)
+    refusals = _holds_missed_until_the_database_refuses(monkeypatch, batch)
 
     # When the partner's batch earns under "h-2" and a fresh key
     outcomes = points_earn_batch(
@@ -406,8 +420,9 @@ def test_an_earn_batch_that_missed_a_hold_key_posts_the_other_rows(ctx, monkeypa
         ],
     )
 
-    # Then the retry refuses "h-2" alone and the fresh key earns
-    assert len(looks) == 2
+    # Then the database refused the key once, and the retry refuses "h-2" alone while the
+    # fresh key earns
+    assert len(refusals) == 1
     assert [o.code for o in outcomes] == [str(ErrorCode.IDEMPOTENCY_CONFLICT), None]
     assert LedgerTransaction.objects.filter(idempotency_key="fresh-2").count() == 1
     assert not LedgerTransaction.objects.filter(idempotency_key="h-2").exists()
@@ -443,3 +458,78 @@ def test_a_single_write_the_database_refuses_twice_is_the_callers_conflict(ctx, 
     assert len(attempts) == 2
     assert selectors.member_balance(member=ctx.member).balance == before
     assert not LedgerTransaction.objects.filter(idempotency_key="till-4").exists()
+
+
+def _counting_refusals(monkeypatch) -> list:
+    """Every look `ledger_write` takes at a refusal of a key used for another kind of write."""
+    from coalition.services import idempotency
+
+    seen: list = []
+    real = idempotency._is_key_used_elsewhere
+    monkeypatch.setattr(
+        idempotency, "_is_key_used_elsewhere", lambda exc: seen.append(exc) or real(exc)
+    )
+    return seen
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_write_on_a_connection_out_of_autocommit_is_the_callers_to_retry(ctx, monkeypatch):
+    from django.db import transaction
+
+    # Given a hold under "till-5", and a caller managing its own transaction (autocommit off)
+    factories.hold(ctx.member, ctx.partner, 10, idempotency_key="till-5")
+    looks = _counting_refusals(monkeypatch)
+    transaction.set_autocommit(False)
+    try:
+        # When it burns under the hold's key
+        # Then it is a conflict at once, not retried inside the caller's transaction, which
+        # goes on: the caller's own earn after it is kept
+        factories.assert_refused(
+            ErrorCode.IDEMPOTENCY_CONFLICT,
+            lambda: factories.burn(ctx.member, ctx.partner, 10, idempotency_key="till-5"),
+            field="idempotencyKey",
+        )
+        assert len(looks) == 1
+        factories.earn(ctx.member, ctx.partner, 7, idempotency_key="after-5")
+        transaction.commit()
+    except BaseException:
+        transaction.rollback()
+        raise
+    finally:
+        transaction.set_autocommit(True)
+    assert LedgerTransaction.objects.filter(idempotency_key="after-5").count() == 1
+    assert not LedgerTransaction.objects.filter(idempotency_key="till-5").exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_write_in_an_on_commit_callback_never_runs_the_committed_write_again(
+    ctx, monkeypatch
+):
+    from django.db import transaction
+
+    from coalition.errors import IdempotencyConflict
+    from coalition.services.idempotency import ledger_write
+
+    # Given a hold under "till-6", and a write whose on-commit follow-up burns under that key
+    factories.hold(ctx.member, ctx.partner, 10, idempotency_key="till-6")
+    runs = []
+
+    @ledger_write
+    def earn_then_follow_up():
+        runs.append(factories.earn(ctx.member, ctx.partner, 5, idempotency_key=None))
+
+        def follow_up():
+            with transaction.atomic():
+                factories.burn(ctx.member, ctx.partner, 1, idempotency_key="till-6")
+
+        transaction.on_commit(follow_up)
+
+    # When the write commits and its follow-up is refused
+    # Then the follow-up's refusal is the conflict on its key, and the write ran once
+    with pytest.raises(IdempotencyConflict) as refused:
+        earn_then_follow_up()
+    assert refused.value.field == "idempotencyKey"
+    assert len(runs) == 1
+    assert LedgerTransaction.objects.filter(pk=runs[0].pk).exists()
