@@ -1,5 +1,6 @@
 """factory_boy factories and helpers that build through the services."""
 
+from contextlib import contextmanager
 from decimal import Decimal
 
 import factory
@@ -152,6 +153,23 @@ def run_concurrently(count: int, work, *, timeout: float = 60.0) -> list:
         thread.join(timeout)
     assert not any(thread.is_alive() for thread in threads), "a thread did not finish in time"
     return outcomes
+
+
+@contextmanager
+def callers_own_transaction():
+    """The default connection taken out of autocommit, as a caller that manages its own
+    transaction does: committed if the block ends normally, rolled back if it raises."""
+    from django.db import transaction
+
+    transaction.set_autocommit(False)
+    try:
+        yield
+        transaction.commit()
+    except BaseException:
+        transaction.rollback()
+        raise
+    finally:
+        transaction.set_autocommit(True)
 
 
 def assert_refused(code, call, *, field=None):

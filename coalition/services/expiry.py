@@ -47,7 +47,7 @@ from django.utils import timezone
 from ..lookups import array_literal
 from ..models import Account, Entry, LedgerTransaction, PointLot, Programme
 from .batch import TRANSACTION_COLUMNS, _insert
-from .idempotency import ledger_write
+from .idempotency import in_callers_transaction, ledger_write
 from .posting import add_months, programme_get, system_account_id
 
 logger = logging.getLogger(__name__)
@@ -173,8 +173,7 @@ def points_expire_due(
         return 0
     workers = workers or settings.COALITION.get("EXPIRY_WORKERS", 1)
     with _collector_frozen():
-        in_callers_transaction = connection.in_atomic_block or not connection.get_autocommit()
-        if workers <= 1 or connection.vendor != "postgresql" or in_callers_transaction:
+        if workers <= 1 or connection.vendor != "postgresql" or in_callers_transaction():
             # Inside a caller's transaction (an `atomic()`, or a connection the caller took
             # out of autocommit) the sweep stays in it: other connections would not see
             # what it has not committed.

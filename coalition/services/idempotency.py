@@ -89,6 +89,12 @@ def _key_conflicts_refused() -> Iterator[None]:
         raise
 
 
+def in_callers_transaction() -> bool:
+    """Is the default connection in a transaction of the caller's: an `atomic()` block, or
+    taken out of autocommit by the caller (whose commit then decides)?"""
+    return connection.in_atomic_block or not connection.get_autocommit()
+
+
 # Set while an outermost ledger write runs in this thread: the one that retries.
 _writing = threading.local()
 
@@ -144,9 +150,8 @@ def ledger_write(fn: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
-        if connection.in_atomic_block or not connection.get_autocommit():
-            # The caller's transaction (an `atomic()`, or a connection the caller took out
-            # of autocommit): a savepoint, and the caller's to retry.
+        if in_callers_transaction():
+            # A savepoint, and the caller's to retry.
             with _key_conflicts_refused(), transaction.atomic():
                 return fn(*args, **kwargs)
         retries = _setting("WRITE_RETRIES")

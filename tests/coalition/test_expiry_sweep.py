@@ -34,6 +34,14 @@ def inactivity_6_months(programme):
     return programme
 
 
+def members_earned_at_t0(partner, count: int, points: int) -> list:
+    """`count` new members who each earned `points` at the partner at T0."""
+    members = [factories.member() for _ in range(count)]
+    for each in members:
+        factories.earn(each, partner, points, now=T0)
+    return members
+
+
 def expiries(member) -> list[LedgerTransaction]:
     return list(LedgerTransaction.objects.filter(kind=EXPIRE, member=member).order_by("id"))
 
@@ -60,9 +68,8 @@ def test_a_sweep_over_more_members_than_a_chunk_posts_one_expiry_per_member(
 ):
     # Given seven members, each with two due lots (100 at T0, 50 a day later, 30 of them
     # already spent) and a lot of 10 that is not due yet
-    members = [factories.member() for _ in range(7)]
+    members = members_earned_at_t0(partner, 7, 100)
     for each in members:
-        factories.earn(each, partner, 100, now=T0)
         factories.earn(each, partner, 50, now=T0 + timedelta(days=1))
         factories.earn(each, partner, 10, now=T0 + timedelta(days=40))
         factories.burn(each, partner, 30, now=T0 + timedelta(days=41))
@@ -236,9 +243,8 @@ def test_the_rule_is_shared_with_what_would_expire(fixed_12_months, partner):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_sweeps_in_small_chunks_expire_each_point_once(fixed_12_months, partner):
     # Given 25 members with 100 due points and 10 that are not due yet
-    members = [factories.member() for _ in range(25)]
+    members = members_earned_at_t0(partner, 25, 100)
     for each in members:
-        factories.earn(each, partner, 100, now=T0)
         factories.earn(each, partner, 10, now=T0 + timedelta(days=40))
 
     # When three sweeps run at once, four members per chunk
@@ -258,9 +264,7 @@ def test_concurrent_sweeps_in_small_chunks_expire_each_point_once(fixed_12_month
 @pytest.mark.django_db(transaction=True)
 def test_burns_racing_the_sweep_never_overspend(fixed_12_months, partner):
     # Given 20 members with 100 due points each
-    members = [factories.member() for _ in range(20)]
-    for each in members:
-        factories.earn(each, partner, 100, now=T0)
+    members = members_earned_at_t0(partner, 20, 100)
 
     # When a sweep (three members per chunk) runs while three threads try to burn 60 points
     # from every member
@@ -328,9 +332,7 @@ def test_no_garbage_collection_walks_the_process_while_a_chunk_holds_wallets(
     # Given members with due points, and a process holding objects of its own
     import gc
 
-    members = [factories.member() for _ in range(6)]
-    for each in members:
-        factories.earn(each, partner, 10, now=T0)
+    members_earned_at_t0(partner, 6, 10)
     held_before = ["an object the process made before the sweep"]
     assert gc.get_freeze_count() == 0 and _collected(held_before)
     walked_during_chunks = []
@@ -456,9 +458,7 @@ def test_a_chunk_commits_without_waiting_for_the_disk_and_only_itself(
 
     # Given members with due points, in a programme whose points expired before (its
     # breakage account exists)
-    members = [factories.member() for _ in range(4)]
-    for each in members:
-        factories.earn(each, partner, 10, now=T0)
+    members = members_earned_at_t0(partner, 4, 10)
     system_account_id(Account.Kind.BREAKAGE)
     seen = commit_modes
 
@@ -475,52 +475,30 @@ def test_a_chunk_commits_without_waiting_for_the_disk_and_only_itself(
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_sweep_inside_a_callers_transaction_leaves_its_commit_synchronous(
-    fixed_12_months, partner, commit_modes
+@pytest.mark.parametrize("callers", ["atomic", "autocommit off"])
+def test_a_sweep_inside_a_callers_transaction_stays_in_it_and_leaves_its_commit_synchronous(
+    fixed_12_months, partner, commit_modes, callers
 ):
     from django.db import transaction
 
     member = factories.member()
     factories.earn(member, partner, 10, now=T0)
-    seen = commit_modes
+    own_transaction = (
+        transaction.atomic if callers == "atomic" else factories.callers_own_transaction
+    )
 
-    # When a caller sweeps inside its own transaction, with writes of its own
-    with transaction.atomic():
+    # When a caller sweeps inside its own transaction (an `atomic()`, or a connection it took
+    # out of autocommit), with writes of its own, and commits
+    with own_transaction():
         factories.earn(member, partner, 3, now=DUE)
-        assert services.points_expire_due(now=DUE + timedelta(days=1)) == 10
-
-    # Then the caller's commit waited for the disk as always: the chunk changed nothing
-    assert seen == ["on"]
-    assert factories.wallet(member).balance == 3
-
-
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_a_sweep_on_a_connection_taken_out_of_autocommit_leaves_its_commit_synchronous(
-    fixed_12_months, partner, commit_modes
-):
-    from django.db import transaction
-
-    member = factories.member()
-    factories.earn(member, partner, 10, now=T0)
-    seen = commit_modes
-
-    # When a caller that manages its own transactions (autocommit off) sweeps and commits
-    transaction.set_autocommit(False)
-    try:
         expired = services.points_expire_due(now=DUE + timedelta(days=1), workers=2)
-        transaction.commit()
-    except BaseException:
-        transaction.rollback()
-        raise
-    finally:
-        transaction.set_autocommit(True)
 
     # Then the sweep stayed in the caller's transaction (one range: other connections could
-    # not see what it has not committed) and did not change how its commit reaches the disk
+    # not see what it has not committed), and the caller's commit waited for the disk as
+    # always: the chunk changed nothing
     assert expired == 10
-    assert seen == ["on"]
-    assert factories.wallet(member).balance == 0
+    assert commit_modes == ["on"]
+    assert factories.wallet(member).balance == 3
 
 
 @pytest.mark.postgres
@@ -533,9 +511,7 @@ def test_the_chunk_that_makes_the_breakage_account_commits_waiting_for_the_disk(
 
     # Given a programme whose points never expired yet (no breakage account) and members with
     # due points
-    members = [factories.member() for _ in range(4)]
-    for each in members:
-        factories.earn(each, partner, 10, now=T0)
+    members_earned_at_t0(partner, 4, 10)
     caches_clear()
     assert not Account.objects.filter(kind=Account.Kind.BREAKAGE).exists()
 

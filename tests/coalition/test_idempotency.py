@@ -428,24 +428,27 @@ def test_an_earn_batch_that_missed_a_hold_key_posts_the_other_rows(ctx, monkeypa
     assert not LedgerTransaction.objects.filter(idempotency_key="h-2").exists()
 
 
+def _counting_refusals(monkeypatch) -> list:
+    """Every look `ledger_write` takes at a refusal of a key used for another kind of write."""
+    from coalition.services import idempotency
+
+    seen: list = []
+    real = idempotency._is_key_used_elsewhere
+    monkeypatch.setattr(
+        idempotency, "_is_key_used_elsewhere", lambda exc: seen.append(exc) or real(exc)
+    )
+    return seen
+
+
 # Its own transaction, as a request or a Celery task runs it (inside a caller's transaction
 # the caller's retry is the one that counts); the key rule across kinds is PostgreSQL's.
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_single_write_the_database_refuses_twice_is_the_callers_conflict(ctx, monkeypatch):
-    from coalition.services import idempotency
-
     # Given a hold under "till-4" and a burn whose own look never sees it (as if it lost the
     # race on both attempts)
     factories.hold(ctx.member, ctx.partner, 10, idempotency_key="till-4")
-    attempts = []
-    real = idempotency._is_key_used_elsewhere
-
-    def counted(exc):
-        attempts.append(exc)
-        return real(exc)
-
-    monkeypatch.setattr(idempotency, "_is_key_used_elsewhere", counted)
+    attempts = _counting_refusals(monkeypatch)
     before = selectors.member_balance(member=ctx.member).balance
 
     # When the partner burns under "till-4"
@@ -460,28 +463,14 @@ def test_a_single_write_the_database_refuses_twice_is_the_callers_conflict(ctx, 
     assert not LedgerTransaction.objects.filter(idempotency_key="till-4").exists()
 
 
-def _counting_refusals(monkeypatch) -> list:
-    """Every look `ledger_write` takes at a refusal of a key used for another kind of write."""
-    from coalition.services import idempotency
-
-    seen: list = []
-    real = idempotency._is_key_used_elsewhere
-    monkeypatch.setattr(
-        idempotency, "_is_key_used_elsewhere", lambda exc: seen.append(exc) or real(exc)
-    )
-    return seen
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_write_on_a_connection_out_of_autocommit_is_the_callers_to_retry(ctx, monkeypatch):
-    from django.db import transaction
 
     # Given a hold under "till-5", and a caller managing its own transaction (autocommit off)
     factories.hold(ctx.member, ctx.partner, 10, idempotency_key="till-5")
     looks = _counting_refusals(monkeypatch)
-    transaction.set_autocommit(False)
-    try:
+    with factories.callers_own_transaction():
         # When it burns under the hold's key
         # Then it is a conflict at once, not retried inside the caller's transaction, which
         # goes on: the caller's own earn after it is kept
@@ -492,12 +481,6 @@ def test_a_write_on_a_connection_out_of_autocommit_is_the_callers_to_retry(ctx, 
         )
         assert len(looks) == 1
         factories.earn(ctx.member, ctx.partner, 7, idempotency_key="after-5")
-        transaction.commit()
-    except BaseException:
-        transaction.rollback()
-        raise
-    finally:
-        transaction.set_autocommit(True)
     assert LedgerTransaction.objects.filter(idempotency_key="after-5").count() == 1
     assert not LedgerTransaction.objects.filter(idempotency_key="till-5").exists()
 
