@@ -41,15 +41,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import json
 import logging
 import secrets
 import socket
+import ssl
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -114,17 +114,23 @@ def endpoints_of(*, partner: Partner) -> QuerySet:
     return WebhookEndpoint.objects.filter(partner=partner, disabled_at__isnull=True)
 
 
+def _addresses(host: str) -> list[str]:
+    """The addresses the host resolves to (none if it does not resolve)."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        return []
+    return list(dict.fromkeys(info[4][0].split("%")[0] for info in infos))
+
+
+def _all_public(addresses: list[str]) -> bool:
+    """Do all the addresses lie outside private networks (and is there one)?"""
+    return bool(addresses) and all(ipaddress.ip_address(a).is_global for a in addresses)
+
+
 def _public_host(host: str) -> bool:
     """Does every address the host resolves to lie outside private networks?"""
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except (socket.gaierror, UnicodeError):
-        return False
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not address.is_global:
-            return False
-    return True
+    return _all_public(_addresses(host))
 
 
 def url_validate(url: Any) -> str:
@@ -394,25 +400,57 @@ def event_body(event: WebhookEvent) -> bytes:
     ).encode()
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """HTTP to an address resolved and checked beforehand (the Host header is the name)."""
+
+    def __init__(self, host: str, port: int | None, *, address: str, timeout: float):
+        super().__init__(host, port, timeout=timeout)
+        self._address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to an address resolved and checked beforehand; the certificate is still
+    verified against the host's name (SNI and hostname check)."""
+
+    def __init__(self, host: str, port: int | None, *, address: str, timeout: float):
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self._address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
 def _post(url: str, body: bytes, headers: dict) -> tuple[int | None, str]:
-    """POST and return (status code, error text); never raises for network trouble."""
+    """POST and return (status code, error text); never raises for network trouble.
+
+    The host is resolved once: the address checked (public, unless private hosts are
+    allowed) is the address connected to, so a name that changes its answer between the
+    check and the connection (DNS rebinding) cannot steer the POST into a private network.
+    Redirects are not followed."""
     parts = urllib.parse.urlsplit(url)
-    if not _setting("ALLOW_PRIVATE_HOSTS") and not _public_host(parts.hostname or ""):
+    host = parts.hostname or ""
+    addresses = _addresses(host)
+    if not addresses:
+        return None, f"the endpoint's host {host!r} does not resolve"
+    if not _setting("ALLOW_PRIVATE_HOSTS") and not _all_public(addresses):
         return None, "the endpoint no longer resolves to a public address"
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - scheme checked
-    opener = urllib.request.build_opener(_NoRedirect)
+    pinned = _PinnedHTTPSConnection if parts.scheme == "https" else _PinnedHTTPConnection
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    conn = None
     try:
-        with opener.open(request, timeout=_setting("TIMEOUT")) as response:
-            return response.status, ""
-    except urllib.error.HTTPError as exc:
-        return exc.code, f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+        conn = pinned(host, parts.port, address=addresses[0], timeout=_setting("TIMEOUT"))
+        conn.request("POST", path, body=body, headers=headers)
+        status = conn.getresponse().status
+    except (OSError, http.client.HTTPException, ValueError) as exc:
         return None, f"{type(exc).__name__}: {str(exc)[:400]}"
+    finally:
+        if conn is not None:
+            conn.close()
+    return status, "" if 200 <= status < 300 else f"HTTP {status}"
 
 
 def retry_delay(attempt: int) -> timedelta:

@@ -190,6 +190,51 @@ def test_an_unreachable_endpoint_is_recorded(write, shopper, endpoint):
 
 
 @pytest.mark.django_db
+def test_the_address_checked_is_the_address_posted_to(
+    write, shopper, endpoint, receiver, settings, monkeypatch
+):
+    """DNS rebinding: a name that answers a public address when checked and a private one
+    when connected to. The host is resolved once, and the POST goes to the address checked."""
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "ALLOW_PRIVATE_HOSTS": False}
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(url="http://hooks.example.com/in")
+    answers = iter(["93.184.216.34", "127.0.0.1"])  # public first, then the receiver's
+    resolved, connected = [], []
+
+    def getaddrinfo(host, *args, **kwargs):
+        resolved.append(host)
+        address = next(answers)
+        return [(2, 1, 6, "", (address, 0))]
+
+    def create_connection(address, *args, **kwargs):
+        connected.append(address)
+        raise ConnectionRefusedError("not on this network")
+
+    monkeypatch.setattr(webhooks.socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(webhooks.socket, "create_connection", create_connection)
+
+    write("recordPurchase", RECORD, purchase(shopper))
+
+    assert resolved == ["hooks.example.com"]
+    assert connected == [("93.184.216.34", 80)]
+    assert receiver.requests == []  # nothing reached the private address
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status_code is None and "not on this network" in delivery.error
+
+
+@pytest.mark.django_db
+def test_an_endpoint_resolving_to_a_private_address_gets_nothing(
+    write, shopper, endpoint, receiver, settings
+):
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "ALLOW_PRIVATE_HOSTS": False}
+
+    write("recordPurchase", RECORD, purchase(shopper))  # the receiver is on 127.0.0.1
+
+    assert receiver.requests == []
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status_code is None and "public address" in delivery.error
+
+
+@pytest.mark.django_db
 def test_staff_redeliver_from_the_admin(admin_client, write, shopper, endpoint, receiver):
     write("recordPurchase", RECORD, purchase(shopper))
     event = WebhookEvent.objects.get()
