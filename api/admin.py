@@ -20,7 +20,12 @@ class StaffTokenAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
-    @admin.action(description="Revoke the selected tokens")
+    def has_revoke_permission(self, request):
+        """Revoking is a change (another staff member's token, a superuser's included): the
+        change permission, not just the view permission that lists them."""
+        return request.user.has_perm("api.change_stafftoken")
+
+    @admin.action(description="Revoke the selected tokens", permissions=["revoke"])
     def revoke(self, request, queryset):
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"{count} token(s) revoked", messages.SUCCESS)

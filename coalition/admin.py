@@ -112,13 +112,13 @@ class MemberAdmin(admin.ModelAdmin):
     def held(self, obj):
         return obj.wallet.held
 
-    @admin.action(description="Suspend selected members")
+    @admin.action(description="Suspend selected members", permissions=["change"])
     def suspend(self, request, queryset):
         for member in queryset.exclude(status=Member.Status.CLOSED):
             services.member_set_status(member=member, status=Member.Status.SUSPENDED)
         self.message_user(request, "Suspended.")
 
-    @admin.action(description="Reactivate selected members")
+    @admin.action(description="Reactivate selected members", permissions=["change"])
     def reactivate(self, request, queryset):
         for member in queryset.filter(status=Member.Status.SUSPENDED):
             services.member_set_status(member=member, status=Member.Status.ACTIVE)

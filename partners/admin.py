@@ -360,13 +360,15 @@ class PartnerAdmin(admin.ModelAdmin):
                 )
         return super().change_view(request, object_id, form_url, extra_context)
 
-    @admin.action(description="Suspend selected partners (no earning, no burning)")
+    @admin.action(
+        description="Suspend selected partners (no earning, no burning)", permissions=["change"]
+    )
     def suspend(self, request, queryset):
         for partner in queryset.filter(status=Partner.Status.ACTIVE):
             services.partner_set_status(partner=partner, status=Partner.Status.SUSPENDED)
         self.message_user(request, "Suspended.")
 
-    @admin.action(description="Reactivate selected partners")
+    @admin.action(description="Reactivate selected partners", permissions=["change"])
     def reactivate(self, request, queryset):
         for partner in queryset.filter(status=Partner.Status.SUSPENDED):
             services.partner_set_status(partner=partner, status=Partner.Status.ACTIVE)

@@ -28,7 +28,10 @@ class WebhookEndpointAdmin(ReadOnly):
     readonly_fields = fields
     actions = ["disable"]
 
-    @admin.action(description="Disable the selected endpoints")
+    def has_disable_permission(self, request):
+        return request.user.has_perm("partners.change_webhookendpoint")
+
+    @admin.action(description="Disable the selected endpoints", permissions=["disable"])
     def disable(self, request, queryset):
         for endpoint in queryset:
             endpoint_disable(endpoint=endpoint)
@@ -66,7 +69,10 @@ class WebhookEventAdmin(ReadOnly):
     def delivered(self, event):
         return event.deliveries.filter(delivered_at__isnull=False).exists()
 
-    @admin.action(description="Redeliver the selected events now")
+    def has_redeliver_permission(self, request):
+        return request.user.has_perm("partners.change_webhookevent")
+
+    @admin.action(description="Redeliver the selected events now", permissions=["redeliver"])
     def redeliver(self, request, queryset):
         delivered = failed = 0
         for event in queryset.order_by("partner", "sequence"):

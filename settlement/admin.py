@@ -112,8 +112,19 @@ class RunAddForm(forms.ModelForm):
         fields = ["period_end"]
 
 
+class FinancePermissions:
+    """Admin actions that move money need the API's finance permissions, not just staff
+    status (a view-only admin user sees the runs, and cannot act on them)."""
+
+    def has_manage_settlement_permission(self, request) -> bool:
+        return request.user.has_perm(services.MANAGE_SETTLEMENT)
+
+    def has_approve_settlement_permission(self, request) -> bool:
+        return request.user.has_perm(services.APPROVE_SETTLEMENT)
+
+
 @admin.register(SettlementRun)
-class SettlementRunAdmin(admin.ModelAdmin):
+class SettlementRunAdmin(FinancePermissions, admin.ModelAdmin):
     list_display = [
         "id",
         "status",
@@ -200,7 +211,9 @@ class SettlementRunAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"Run #{run.pk} {done}.", messages.SUCCESS)
 
-    @admin.action(description="Approve (needs a second staff member)")
+    @admin.action(
+        description="Approve (needs a second staff member)", permissions=["approve_settlement"]
+    )
     def approve(self, request, queryset):
         self._each(
             request,
@@ -209,7 +222,7 @@ class SettlementRunAdmin(admin.ModelAdmin):
             "approved",
         )
 
-    @admin.action(description="Execute through Stripe")
+    @admin.action(description="Execute through Stripe", permissions=["manage_settlement"])
     def execute(self, request, queryset):
         self._each(
             request,
@@ -218,7 +231,10 @@ class SettlementRunAdmin(admin.ModelAdmin):
             "is executing",
         )
 
-    @admin.action(description="Discard the draft (its transactions return to the pool)")
+    @admin.action(
+        description="Discard the draft (its transactions return to the pool)",
+        permissions=["manage_settlement"],
+    )
     def discard(self, request, queryset):
         self._each(
             request,
@@ -227,7 +243,7 @@ class SettlementRunAdmin(admin.ModelAdmin):
             "discarded",
         )
 
-    @admin.action(description="Reconcile with Stripe")
+    @admin.action(description="Reconcile with Stripe", permissions=["manage_settlement"])
     def reconcile(self, request, queryset):
         self._each(request, queryset, lambda run: services.run_reconcile(run=run), "reconciled")
 
@@ -237,7 +253,7 @@ class _AdminRefusal(Exception):
 
 
 @admin.register(SettlementLine)
-class SettlementLineAdmin(admin.ModelAdmin):
+class SettlementLineAdmin(FinancePermissions, admin.ModelAdmin):
     list_display = ["id", "run", "counterparty", "net_amount", "direction", "status", "attempt"]
     list_filter = ["status", "direction"]
     actions = ["retry", "carry_forward"]
@@ -268,7 +284,9 @@ class SettlementLineAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"Line #{line.pk} {done}.", messages.SUCCESS)
 
-    @admin.action(description="Retry the failed lines through Stripe")
+    @admin.action(
+        description="Retry the failed lines through Stripe", permissions=["manage_settlement"]
+    )
     def retry(self, request, queryset):
         self._each(
             request,
@@ -277,7 +295,10 @@ class SettlementLineAdmin(admin.ModelAdmin):
             "queued for retry",
         )
 
-    @admin.action(description="Carry the failed lines forward to the next run")
+    @admin.action(
+        description="Carry the failed lines forward to the next run",
+        permissions=["manage_settlement"],
+    )
     def carry_forward(self, request, queryset):
         self._each(
             request,

@@ -93,11 +93,7 @@ def charity(db):
 
 @pytest.fixture
 def staff_user(db):
-    from django.contrib.auth import get_user_model
-
-    return get_user_model().objects.create_user(
-        username="finance", password="x-Str0ng-pass", is_staff=True
-    )
+    return factories.finance_staff("finance")
 
 
 def pytest_sessionstart(session):

@@ -355,3 +355,17 @@ def assert_charity_refused(code, call, *, field=None):
         assert refused.value.field == field, str(refused.value)
     assert charity_state() == before, "a refused request wrote to the database"
     return refused.value
+
+
+def finance_staff(username: str, *, password: str = "x-Str0ng-pass", **extra):
+    """An active staff user in the `finance` group (view the runs and the liability, create,
+    execute and approve them), as `manage.py create_staff_token` sets one up."""
+    from django.contrib.auth import get_user_model
+
+    from api.management.commands.create_staff_token import finance_group
+
+    user = get_user_model().objects.create_user(
+        username=username, password=password, is_staff=True, **extra
+    )
+    user.groups.add(finance_group())
+    return user

@@ -2,9 +2,11 @@
 lifecycle (create, approve, execute, retry, carry forward, discard, reconcile), the points
 liability, programme metrics and charts.
 
-Staff only: a Django session (the admin's log-in page) of an active staff user. Who may do
-what to a run is the settlement services' rule (segregation of duties included): the views
-call them and show their refusal as a message; nothing is written on a refusal.
+Finance staff only: a Django session (the admin's log-in page) of an active staff user with
+the api.view_finance permission (as the API's finance queries). Who may do what to a run
+is the settlement services' rule (api.manage_settlement, api.approve_settlement and the
+segregation of duties): the views call them and show their refusal as a message; nothing is
+written on a refusal.
 """
 
 from __future__ import annotations
@@ -32,13 +34,21 @@ ADMIN_LOGIN = "/admin/login/"
 REFRESH_SECONDS = 3
 
 
+VIEW_FINANCE = "api.view_finance"
+
+
 def staff_required(view):
-    """A logged-in, active staff user (else the admin log-in page, or 403 for non-staff)."""
+    """A logged-in, active staff user with api.view_finance (else the admin log-in page, or
+    403)."""
 
     @wraps(view)
     def wrapper(request, *args, **kwargs):
         if not request.user.is_staff:
             return HttpResponseForbidden("The finance dashboard is for operator staff only.")
+        if not request.user.has_perm(VIEW_FINANCE):
+            return HttpResponseForbidden(
+                f"The finance dashboard needs the {VIEW_FINANCE} permission."
+            )
         return view(request, *args, **kwargs)
 
     return login_required(wrapper, login_url=ADMIN_LOGIN)
@@ -334,6 +344,7 @@ def run_reconcile(request, run_id: int):
     result = {}
 
     def reconcile(run):
+        settlement_services.require_staff(request.user, action="reconcile settlement runs")
         result["reconciliation"] = settlement_services.run_reconcile(run=run)
 
     response = _run_action(request, run_id, reconcile, "Reconciled run #{run.pk} with Stripe.")

@@ -1,6 +1,7 @@
 """Writes of the settlement app: runs and their lifecycle, execution through Stripe, Stripe
 webhooks, reconciliation and statements. See docs/settlement.md."""
 
+from .common import APPROVE_SETTLEMENT, MANAGE_SETTLEMENT, require_staff
 from .computation import (
     aggregate_claims,
     claim_transactions,
@@ -22,6 +23,8 @@ from .statements import run_lines_csv, statement_csv, statement_rows, statements
 from .webhooks import stripe_event_process, stripe_event_receive
 
 __all__ = [
+    "APPROVE_SETTLEMENT",
+    "MANAGE_SETTLEMENT",
     "ExecutionResult",
     "aggregate_claims",
     "claim_transactions",
@@ -41,6 +44,7 @@ __all__ = [
     "run_reconcile",
     "statement_csv",
     "statement_rows",
+    "require_staff",
     "statements_announce",
     "stripe_event_process",
     "stripe_event_receive",

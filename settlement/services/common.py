@@ -19,10 +19,20 @@ def actor_label(user: Any) -> str:
     return f"staff:{user.pk}"
 
 
-def require_staff(user: Any, *, action: str) -> None:
-    """Only an active staff user may act on settlement."""
+# The API's finance permissions (api/models.py), checked here too: the dashboard and the
+# admin call these services with the logged-in user, and staff status alone is not enough.
+MANAGE_SETTLEMENT = "api.manage_settlement"
+APPROVE_SETTLEMENT = "api.approve_settlement"
+
+
+def require_staff(user: Any, *, action: str, permission: str = MANAGE_SETTLEMENT) -> None:
+    """Only an active staff user holding `permission` may act on settlement."""
     if user is None or not getattr(user, "is_staff", False) or not user.is_active:
         raise PermissionDenied(f"Only finance staff may {action}", field="user")
+    if not user.has_perm(permission):
+        raise PermissionDenied(
+            f"Only finance staff with the {permission} permission may {action}", field="user"
+        )
 
 
 def record_transition(

@@ -14,7 +14,7 @@ from coalition.services import programme_get
 
 from ..errors import InvalidInput, InvalidState, NotFound, PermissionDenied
 from ..models import SettlementClaim, SettlementLine, SettlementLineComponent, SettlementRun
-from .common import record_transition, require_staff
+from .common import APPROVE_SETTLEMENT, record_transition, require_staff
 from .computation import compute_run
 
 Status = SettlementRun.Status
@@ -74,7 +74,7 @@ def run_create(*, period_end: datetime, created_by: Any) -> SettlementRun:
 
 def run_approve(*, run: SettlementRun, approved_by: Any) -> SettlementRun:
     """Approve a draft. The approver must be a staff user other than its creator."""
-    require_staff(approved_by, action="approve settlement runs")
+    require_staff(approved_by, action="approve settlement runs", permission=APPROVE_SETTLEMENT)
     with transaction.atomic():
         run = _lock_run(run)
         if run.status != Status.DRAFT:

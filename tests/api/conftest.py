@@ -102,6 +102,8 @@ def staff_token_for(user, *, finance: bool = True) -> str:
 
     if finance:
         user.groups.add(finance_group())
+    else:
+        user.groups.remove(finance_group())  # staff, and nothing more
     return staff_token_create(user=user)[1]
 
 

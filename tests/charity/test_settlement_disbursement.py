@@ -4,7 +4,6 @@ local Stripe emulator; the donation then shows the run and the transfer that pai
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
@@ -15,11 +14,7 @@ from tests import factories
 
 @pytest.fixture
 def finance(db):
-    users = get_user_model().objects
-    return (
-        users.create_user("finance-maker", password="x-Str0ng-pass", is_staff=True),
-        users.create_user("finance-checker", password="x-Str0ng-pass", is_staff=True),
-    )
+    return factories.finance_staff("finance-maker"), factories.finance_staff("finance-checker")
 
 
 @pytest.mark.slow

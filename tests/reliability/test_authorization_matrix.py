@@ -111,7 +111,7 @@ def world(programme, staff_user, django_user_model, settings):
     earn = factories.earn(shopper, partner, 2000)
     charity = factories.CharityFactory()
     staff_plain = django_user_model.objects.create_user(username="plain", is_staff=True)
-    creator = django_user_model.objects.create_user(username="creator", is_staff=True)
+    creator = factories.finance_staff("creator")
     from settlement.services import run_create
 
     settings.SETTLEMENT_MINIMUM = "0"

@@ -39,8 +39,8 @@ def pending() -> Counter:
 
 @pytest.fixture
 def finance_pair(django_user_model):
-    creator = django_user_model.objects.create_user(username="clerk", is_staff=True)
-    approver = django_user_model.objects.create_user(username="controller", is_staff=True)
+    creator = factories.finance_staff("clerk")
+    approver = factories.finance_staff("controller")
     return creator, approver
 
 

@@ -8,7 +8,6 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from coalition import services as ledger
@@ -20,17 +19,13 @@ from tests import factories
 @pytest.fixture
 def finance(db):
     """The finance clerk who creates runs."""
-    return get_user_model().objects.create_user(
-        username="clerk", password="x-Str0ng-pass", is_staff=True
-    )
+    return factories.finance_staff("clerk")
 
 
 @pytest.fixture
 def approver(db):
     """A second finance staff member, who approves."""
-    return get_user_model().objects.create_user(
-        username="controller", password="x-Str0ng-pass", is_staff=True
-    )
+    return factories.finance_staff("controller")
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 from graphql_relay import to_global_id
 
 from settlement.models import SettlementLine, SettlementRun
+from tests.api.conftest import staff_token_for
 
 pytestmark = pytest.mark.django_db
 
@@ -40,12 +41,7 @@ LIABILITY = """query { liability { outstandingPoints estimatedCost { amount curr
 
 
 def token(user, *, finance=True) -> str:
-    from api.core.auth import staff_token_create
-    from api.management.commands.create_staff_token import finance_group
-
-    if finance:
-        user.groups.add(finance_group())
-    return staff_token_create(user=user)[1]
+    return staff_token_for(user, finance=finance)
 
 
 def gql(client, query, variables=None, *, bearer=None) -> dict:

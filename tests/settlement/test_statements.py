@@ -7,10 +7,10 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import Permission
 
 from partners.services import api_key_create
 from settlement import services
+from tests.api.conftest import staff_token_for
 
 from .conftest import days, make_partner
 
@@ -40,13 +40,7 @@ def rows(response) -> list[list[str]]:
 
 
 def staff_token(user, *, finance=True) -> str:
-    from api.core.auth import staff_token_create
-
-    if finance:
-        user.user_permissions.add(
-            Permission.objects.get(content_type__app_label="api", codename="view_finance")
-        )
-    return staff_token_create(user=user)[1]
+    return staff_token_for(user, finance=finance)
 
 
 def test_a_partner_downloads_its_own_statement(client, run_with_two_partners):

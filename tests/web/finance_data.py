@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.contrib.auth import get_user_model
 from django.test import override_settings
 from django.utils import timezone
 
@@ -75,9 +74,7 @@ def stripe_onboard(emulator, *, partners=(), charities=()) -> None:
 
 def staff(username: str, **extra):
     """An active staff user (finance) with a known password."""
-    return get_user_model().objects.create_user(
-        username=username, password=STAFF_PASSWORD, is_staff=True, **extra
-    )
+    return factories.finance_staff(username, password=STAFF_PASSWORD, **extra)
 
 
 @dataclass
