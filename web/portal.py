@@ -10,6 +10,8 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
+from api.core.auth import client_address
+from api.core.limits import rate_limit_hit
 from coalition import selectors as ledger_selectors
 from coalition import services as ledger
 from coalition.errors import CoalitionError
@@ -27,15 +29,29 @@ def login_view(request):
     if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
         next_url = "/portal/"
     if request.method == "POST":
-        member = ledger.member_authenticate(
-            email=request.POST.get("email", ""), password=request.POST.get("password", "")
-        )
+        email = request.POST.get("email", "")
+        wait = _login_limit_hit(request, email)
+        if wait is not None:
+            error = f"Too many login attempts. Please try again in {wait} seconds."
+            context = {"error": error, "next": next_url}
+            return render(request, "web/login.html", context, status=429)
+        member = ledger.member_authenticate(email=email, password=request.POST.get("password", ""))
         if member is None:
             error = "That email and password don't match an active member."
         else:
             member_login(request, member)
             return redirect(next_url)
     return render(request, "web/login.html", {"error": error, "next": next_url})
+
+
+def _login_limit_hit(request, email: str) -> int | None:
+    """Count a login attempt against the API's `memberLogin` limits — the same counters,
+    per client address and per email, so guesses spread over the portal and the API add up.
+    None if allowed, else the seconds to wait."""
+    wait = rate_limit_hit(f"ip:{client_address(request)}", "memberLogin")
+    if wait is not None:
+        return wait
+    return rate_limit_hit(f"email:{email.strip().lower()[:254]}", "memberLogin:email")
 
 
 @require_POST

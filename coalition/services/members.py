@@ -54,6 +54,15 @@ def _new_referral_code() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
+def _fits(value: str, column: str, field: str) -> str:
+    """`value` if it fits the member's `column` (shorter than `validate_text`'s limit), else
+    the caller's InvalidInput on `field` rather than the database's error."""
+    max_length = Member._meta.get_field(column).max_length
+    if len(value) > max_length:
+        raise InvalidInput(f"At most {max_length} characters", field=field)
+    return value
+
+
 def member_create(
     *,
     email: str,
@@ -64,10 +73,14 @@ def member_create(
     now: datetime | None = None,
 ) -> Member:
     """Enrol a member: a unique 16-digit Luhn member number, a wallet and a referral code."""
-    email = validate_text(email, field="email", required=True).strip()
+    email = _fits(validate_text(email, field="email", required=True).strip(), "email", "email")
     if "@" not in email or email.startswith("@") or email.endswith("@") or " " in email:
         raise InvalidInput("Not a valid email address", field="email")
-    display_name = validate_text(display_name, field="displayName", required=True).strip()
+    display_name = _fits(
+        validate_text(display_name, field="displayName", required=True).strip(),
+        "display_name",
+        "displayName",
+    )
     if Member.objects.filter(email__iexact=email).exists():
         raise InvalidInput("A member with this email already exists", field="email")
     now = now or timezone.now()

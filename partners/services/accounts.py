@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -40,10 +42,32 @@ def _decimal(value: Any, *, field: str, minimum: Decimal = Decimal("0")) -> Deci
     return number
 
 
-def _stripe_id(value: str | None, prefix: str, field: str) -> str:
+def _max_length(column: str) -> int:
+    return Partner._meta.get_field(column).max_length
+
+
+def _stripe_id(value: str | None, prefix: str, column: str, field: str) -> str:
     value = (value or "").strip()
+    if len(value) > _max_length(column):
+        raise InvalidInput(f"At most {_max_length(column)} characters", field=field)
     if value and not re.fullmatch(rf"{prefix}[A-Za-z0-9_]+", value):
         raise InvalidInput(f"Must look like {prefix}…", field=field)
+    return value
+
+
+def _contact_email(value: str | None) -> str:
+    """An optional email address that fits the partner's column."""
+    value = (value or "").strip()
+    if not value:
+        return ""
+    if len(value) > _max_length("contact_email"):
+        raise InvalidInput(
+            f"At most {_max_length('contact_email')} characters", field="contactEmail"
+        )
+    try:
+        validate_email(value)
+    except ValidationError as exc:
+        raise InvalidInput("Not a valid email address", field="contactEmail") from exc
     return value
 
 
@@ -137,22 +161,29 @@ def partner_create(
     if Partner.objects.filter(code=code).exists():
         raise InvalidInput(f"A partner with code {code} already exists", field="code")
     name = (name or "").strip()
-    if not name or len(name) > 200:
-        raise InvalidInput("A name of 1 to 200 characters is required", field="name")
+    if not name or len(name) > _max_length("name"):
+        raise InvalidInput(
+            f"A name of 1 to {_max_length('name')} characters is required", field="name"
+        )
     currency = (currency or "").strip()
     if currency not in CURRENCIES:
         raise InvalidInput(f"Unknown currency {currency!r} (ISO 4217)", field="currency")
     rate = _decimal(earn_rate, field="earnRate")
     if rate.as_tuple().exponent < -4:
         raise InvalidInput("At most 4 decimal places", field="earnRate")
+    stripe_account_id = _stripe_id(stripe_account_id, "acct_", "stripe_account_id", "stripeAccount")
+    stripe_customer_id = _stripe_id(
+        stripe_customer_id, "cus_", "stripe_customer_id", "stripeCustomer"
+    )
+    contact_email = _contact_email(contact_email)
     partner = Partner.objects.create(
         code=code,
         name=name,
         currency=currency,
         earn_rate=rate,
-        stripe_account_id=_stripe_id(stripe_account_id, "acct_", "stripeAccount"),
-        stripe_customer_id=_stripe_id(stripe_customer_id, "cus_", "stripeCustomer"),
-        contact_email=contact_email or "",
+        stripe_account_id=stripe_account_id,
+        stripe_customer_id=stripe_customer_id,
+        contact_email=contact_email,
     )
     terms_set(
         partner=partner,

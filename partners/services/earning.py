@@ -651,7 +651,9 @@ def _referral_bonus(referee: Member, now: datetime) -> None:
             member=member,
             operator_points=points,
             kind=LedgerTransaction.Kind.BONUS,
-            reference=f"referral {referee.member_number}",
+            # Names no member: a member number is enough to redeem at a till, and the
+            # referrer sees this reference in their history.
+            reference="referral bonus",
             metadata={"breakdown": [_bonus_component("Referral bonus", points)]},
             now=now,
         )

@@ -5,8 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from django.conf import settings
+from django.contrib.auth.hashers import check_password
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from coalition import services as ledger
 from coalition.errors import InvalidInput
@@ -14,6 +17,9 @@ from coalition.models import LedgerTransaction, Member
 
 from ..models import Partner, PartnerIdentity
 from .accounts import require_active_partner
+
+# Separates this HMAC of SECRET_KEY from Django's others (sessions, signing, tokens).
+ENROLMENT_PASSWORD_SALT = "partners.member_enroll.password"
 
 
 @dataclass
@@ -50,22 +56,22 @@ def member_enroll(
     the programme's welcome bonus (operator-funded) when there is one."""
     caller = f"partner:{partner.pk}"
     ledger.validate_idempotency_key(idempotency_key)
-    request_hash = ledger.request_fingerprint(
-        "member_enroll",
-        email=(email or "").strip().lower(),
-        display_name=display_name,
-        password_set=bool(password),
-        birth_date=birth_date,
-        referral_code=referral_code,
-    )
-    record = ledger.idempotency_replay(
+    request = {
+        "email": (email or "").strip().lower(),
+        "display_name": display_name,
+        "birth_date": birth_date,
+        "referral_code": referral_code,
+    }
+    request_hash = _enrolment_fingerprint(request, password, secret=settings.SECRET_KEY)
+    replayed = _enrolment_replay(
         caller=caller,
         idempotency_key=idempotency_key,
-        operation="member_enroll",
+        request=request,
+        password=password,
         request_hash=request_hash,
     )
-    if record is not None:
-        return Enrolment(Member.objects.get(pk=record.result_id), replayed=True)
+    if replayed is not None:
+        return Enrolment(replayed, replayed=True)
     require_active_partner(partner)
     if password is not None and password != "" and len(password) < 8:
         raise InvalidInput("The password must have at least 8 characters", field="password")
@@ -104,6 +110,80 @@ def member_enroll(
         result_id=member.pk,
     )
     return Enrolment(member)
+
+
+def _enrolment_fingerprint(request: dict, password: str | None, *, secret: str | None) -> str:
+    """The fingerprint of an enrolment request. The password is in it as an HMAC keyed with
+    `secret` (never as is, nor as an unkeyed hash someone with the table could brute-force),
+    so the same key with another password is a conflict, not a replay. Without a password
+    the fingerprint is the one enrolments had before passwords were fingerprinted."""
+    if not password:
+        return ledger.request_fingerprint("member_enroll", **request, password_set=False)
+    if secret is None:  # the fingerprint of enrolments recorded before passwords were in it
+        return ledger.request_fingerprint("member_enroll", **request, password_set=True)
+    password_hmac = salted_hmac(
+        ENROLMENT_PASSWORD_SALT, password, secret=secret, algorithm="sha256"
+    ).hexdigest()
+    return ledger.request_fingerprint(
+        "member_enroll", **request, password_set=True, password_hmac=password_hmac
+    )
+
+
+def _enrolment_replay(
+    *,
+    caller: str,
+    idempotency_key: str,
+    request: dict,
+    password: str | None,
+    request_hash: str,
+) -> Member | None:
+    """The member this caller already enrolled under this key, if the request is the same.
+
+    An enrolment recorded before a SECRET_KEY rotation (its key in SECRET_KEY_FALLBACKS),
+    or before passwords were fingerprinted (the fingerprint said only that a password was
+    set), still replays: the second checks the password against the member's own hash."""
+    try:
+        record = ledger.idempotency_replay(
+            caller=caller,
+            idempotency_key=idempotency_key,
+            operation="member_enroll",
+            request_hash=request_hash,
+        )
+    except ledger.IdempotencyConflict as conflict:
+        member = _earlier_enrolment(
+            caller=caller, idempotency_key=idempotency_key, request=request, password=password
+        )
+        if member is None:
+            raise conflict from None
+        return member
+    return None if record is None else Member.objects.get(pk=record.result_id)
+
+
+def _earlier_enrolment(
+    *, caller: str, idempotency_key: str, request: dict, password: str | None
+) -> Member | None:
+    """The member enrolled under this key by the same request fingerprinted the way it was
+    then (an older SECRET_KEY, or no password HMAC at all), or None."""
+    if not password:
+        return None  # no password: the fingerprint has not changed
+    for secret in [*settings.SECRET_KEY_FALLBACKS, None]:
+        try:
+            record = ledger.idempotency_replay(
+                caller=caller,
+                idempotency_key=idempotency_key,
+                operation="member_enroll",
+                request_hash=_enrolment_fingerprint(request, password, secret=secret),
+            )
+        except ledger.IdempotencyConflict:
+            continue
+        if record is None:
+            return None
+        member = Member.objects.get(pk=record.result_id)
+        # The old fingerprint only said a password was set: the member's hash says which.
+        if secret is None and not check_password(password, member.password):
+            return None
+        return member
+    return None
 
 
 def _bonus(label: str, points: int) -> dict:

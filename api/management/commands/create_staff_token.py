@@ -34,11 +34,15 @@ class Command(BaseCommand):
     help = "Create a staff API token with finance permissions (printed once)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--username", required=True)
+        # Checked in handle(), so that a missing option is one clear line on stderr like
+        # every other refusal (argparse would print the whole usage).
+        parser.add_argument("--username", help="The staff user's username (required)")
 
     @transaction.atomic
     def handle(self, *args, **options):
-        username = (options["username"] or "").strip()
+        if not options.get("username"):
+            raise CommandError("--username is required")
+        username = options["username"].strip()
         user_model = get_user_model()
         if not username or len(username) > 150:
             raise CommandError("--username: 1 to 150 characters")

@@ -7,17 +7,21 @@ from django.core.management.base import BaseCommand, CommandError
 from coalition.errors import CoalitionError
 from partners.services import partner_create
 
+REQUIRED = ("code", "name", "currency", "earn_rate", "issuance_price", "redemption_price")
+
 
 class Command(BaseCommand):
     help = "Create a partner with its commercial terms and an API key (printed once)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--code", required=True, help="Unique upper-case slug, e.g. GROCER")
-        parser.add_argument("--name", required=True)
-        parser.add_argument("--currency", required=True, help="ISO 4217, e.g. USD")
-        parser.add_argument("--earn-rate", required=True, help="Base points per currency unit")
-        parser.add_argument("--issuance-price", required=True, help="Paid per point issued")
-        parser.add_argument("--redemption-price", required=True, help="Reimbursed per point")
+        # Required options are checked in handle(), so that a missing one is one clear line
+        # on stderr like every other refusal (argparse would print the whole usage).
+        parser.add_argument("--code", help="Unique upper-case slug, e.g. GROCER (required)")
+        parser.add_argument("--name", help="The brand's name (required)")
+        parser.add_argument("--currency", help="ISO 4217, e.g. USD (required)")
+        parser.add_argument("--earn-rate", help="Base points per currency unit (required)")
+        parser.add_argument("--issuance-price", help="Paid per point issued (required)")
+        parser.add_argument("--redemption-price", help="Reimbursed per point (required)")
         parser.add_argument("--stripe-account", default="", help="Connect account acct_…")
         parser.add_argument("--stripe-customer", default="", help="Customer cus_… for collections")
         parser.add_argument("--contact-email", default="")
@@ -28,6 +32,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
+        for name in REQUIRED:
+            if not options.get(name):
+                raise CommandError(f"--{name.replace('_', '-')} is required")
         try:
             _partner, raw_key = partner_create(
                 code=options["code"],
