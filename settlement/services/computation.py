@@ -29,7 +29,7 @@ from django.db import connection, models
 
 from charity.models import Charity
 from coalition.models import Account
-from coalition.money import minor_exponent, round_money
+from coalition.money import minor_exponent, round_for_stripe
 from coalition.services import programme_get
 from partners.models import CommercialTerms, Partner
 
@@ -512,7 +512,8 @@ def build_lines(*, run: SettlementRun, priced: Priced) -> list[SettlementLine]:
     saved = []
     for line, components, carried_in in lines:
         line.exact_amount = sum((c.amount for c in components), Decimal(0))
-        line.rounded_amount = round_money(line.exact_amount, run.currency)
+        # To Stripe's step where it is coarser than the currency's (KWD): payable exactly.
+        line.rounded_amount = round_for_stripe(line.exact_amount, run.currency)
         line.rounding_remainder = line.exact_amount - line.rounded_amount
         line.carried_in_amount = sum((c.net_amount for c in carried_in), Decimal(0))
         line.net_amount = line.rounded_amount + line.carried_in_amount

@@ -7,18 +7,24 @@ on the same line, and a crash anywhere rolls back to "pending". The Stripe reque
 an idempotency key derived from the line and its attempt, and before creating a transfer the
 run's transfer group is consulted, so a re-run adopts what Stripe already did (even after
 its idempotency window) instead of paying twice.
+
+Amounts go to Stripe in Stripe's units (`to_stripe_amount`). A line whose amount Stripe cannot
+move exactly (1.005 KWD: Stripe takes three-decimal currencies in multiples of 10) fails with
+the code `amount_not_representable` before anything is sent for it; it is never rounded to
+another sum than the books owe, and the run's other lines go ahead.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from coalition.money import to_minor_units
+from coalition.money import StripeAmountError, to_stripe_amount
 from coalition.outbox import celery_task_enqueue
 
 from .. import stripe_gateway as gateway
@@ -88,6 +94,15 @@ def _fail(line: SettlementLine, error: gateway.GatewayError, *, label: str) -> N
     _set_line_status(line, LineStatus.FAILED, label=label, note=f"{error.code}: {error.message}")
 
 
+def _stripe_amount(line: SettlementLine, amount: Decimal) -> int:
+    """`amount` of the line in Stripe's units; one Stripe cannot move exactly fails the line
+    for good, before any request is made for it."""
+    try:
+        return to_stripe_amount(amount, line.currency)
+    except StripeAmountError as exc:
+        raise gateway.PermanentError(str(exc), code="amount_not_representable") from exc
+
+
 def _pay_out(line: SettlementLine, adopted: gateway.TransferInfo | None) -> None:
     destination = (line.partner or line.charity).stripe_account_id
     if not destination:
@@ -95,7 +110,7 @@ def _pay_out(line: SettlementLine, adopted: gateway.TransferInfo | None) -> None
             f"{line.counterparty_label} has no connected Stripe account", code="account_missing"
         )
     transfer = adopted or gateway.transfer_create(
-        amount=to_minor_units(line.net_amount, line.currency),
+        amount=_stripe_amount(line, line.net_amount),
         currency=line.currency,
         destination=destination,
         transfer_group=line.run.transfer_group,
@@ -121,9 +136,10 @@ def _collect(line: SettlementLine) -> None:
         raise gateway.PermanentError(
             f"{line.counterparty_label} has no Stripe customer to charge", code="customer_missing"
         )
+    amount = _stripe_amount(line, -line.net_amount)
     payment_method = gateway.default_payment_method(partner.stripe_customer_id)
     payment = gateway.payment_intent_create(
-        amount=to_minor_units(-line.net_amount, line.currency),
+        amount=amount,
         currency=line.currency,
         customer=partner.stripe_customer_id,
         payment_method=payment_method,

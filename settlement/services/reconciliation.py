@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from decimal import Decimal
 from typing import Any
 
-from coalition.money import to_minor_units
+from coalition.money import StripeAmountError, stripe_exponent, to_stripe_amount
 
 from .. import stripe_gateway as gateway
 from ..models import Reconciliation, SettlementLine, SettlementRun
@@ -49,6 +50,17 @@ def _difference(
     }
 
 
+def _in_stripe_units(amount: Decimal, currency: str) -> int | Decimal:
+    """What Stripe should hold for `amount`, in Stripe's units. An amount Stripe cannot hold
+    exactly (its line was refused before reaching Stripe) is still converted exactly, so any
+    object Stripe holds for it compares by value and is reported, never raised over."""
+    try:
+        return to_stripe_amount(amount, currency)
+    except StripeAmountError:
+        scaled = amount.scaleb(stripe_exponent(currency))
+        return int(scaled) if scaled == scaled.to_integral_value() else scaled.normalize()
+
+
 def _check_transfers(run: SettlementRun, lines: list[SettlementLine]) -> tuple[list, int]:
     differences: list[dict] = []
     transfers = gateway.transfers_in_group(run.transfer_group)
@@ -65,7 +77,7 @@ def _check_transfers(run: SettlementRun, lines: list[SettlementLine]) -> tuple[l
             own.append(by_id[line.stripe_object_id])
         accounted.update(t.id for t in own)
         live = [t for t in own if not t.reversed]
-        expected_amount = to_minor_units(line.net_amount, line.currency)
+        expected_amount = _in_stripe_units(line.net_amount, line.currency)
         destination = (line.partner or line.charity).stripe_account_id
         if line.status == LineStatus.PAID:
             if not live:
@@ -144,7 +156,7 @@ def _check_payments(run: SettlementRun, lines: list[SettlementLine]) -> tuple[li
     seen: dict[str, gateway.PaymentInfo] = {}
     collections = [line for line in lines if line.direction == Direction.COLLECT]
     for line in collections:
-        expected_amount = to_minor_units(-line.net_amount, line.currency)
+        expected_amount = _in_stripe_units(-line.net_amount, line.currency)
         payment = None
         if line.stripe_object_id:
             payment = gateway.payment_intent_retrieve(line.stripe_object_id)

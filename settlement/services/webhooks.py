@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from decimal import Decimal
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from charity.models import Charity
-from coalition.money import minor_exponent, round_money
+from coalition.money import from_stripe_amount
 from coalition.outbox import celery_task_enqueue
 from partners.models import Partner
 
@@ -185,9 +184,7 @@ def _payout_changed(event: StripeEvent) -> str:
     payout = gateway.payout_retrieve(event.object_id, account=event.account)
     partner = Partner.objects.filter(stripe_account_id=event.account).first()
     charity = None if partner else Charity.objects.filter(stripe_account_id=event.account).first()
-    amount = round_money(
-        Decimal(payout.amount).scaleb(-minor_exponent(payout.currency)), payout.currency
-    )
+    amount = from_stripe_amount(payout.amount, payout.currency)  # exact: no rounding
     ConnectedPayout.objects.update_or_create(
         payout_id=payout.id,
         defaults={
