@@ -18,6 +18,7 @@ from .imports import (
     purchase_file_scan,
     purchase_import_create,
     purchase_import_enqueue,
+    purchase_import_failure,
 )
 from .models import PurchaseImport
 
@@ -63,7 +64,7 @@ class PurchaseImportAdmin(admin.ModelAdmin):
                     "created_at", "finished_at", "result"]  # fmt: skip
     list_filter = ["status", "partner"]
     shown = ["partner", "file_name", "status", "progress", "accepted", "rejected", "chunk_size",
-             "created_at", "finished_at", "result"]  # fmt: skip
+             "created_at", "finished_at", "result", "failure"]  # fmt: skip
 
     def get_fields(self, request, obj=None):
         return ["partner", "chunk_size", "upload"] if obj is None else self.shown
@@ -80,6 +81,10 @@ class PurchaseImportAdmin(admin.ModelAdmin):
     @admin.display(description="processed")
     def progress(self, obj):
         return f"{obj.processed_rows}/{obj.total_rows}"
+
+    @admin.display(description="why it failed")
+    def failure(self, obj):
+        return purchase_import_failure(purchase_import=obj) or "—"
 
     @admin.display(description="result")
     def result(self, obj):

@@ -42,17 +42,31 @@ def sweep_webhook_domain_events() -> int:
 
 from django.db import InterfaceError, OperationalError  # noqa: E402 (issue 8: appended)
 
+# Retried: the file share, the database (partners.imports.TRANSIENT_ERRORS, the same).
+IMPORT_TRANSIENT_ERRORS = (OSError, OperationalError, InterfaceError)
+
 
 @shared_task(
+    bind=True,
     name="partners.tasks.import_purchases_chunk",
-    autoretry_for=(OSError, OperationalError, InterfaceError),  # file share, database
+    autoretry_for=IMPORT_TRANSIENT_ERRORS,
     retry_backoff=True,
     max_retries=5,
 )
-def import_purchases_chunk(import_id: int, start_row: int, count: int) -> dict:
+def import_purchases_chunk(self, import_id: int, start_row: int, count: int) -> dict:
     """Record one chunk of a purchase file (issue 8). Idempotent: every row has its own
-    idempotency key and the chunk is counted once. Deadlocks are retried inside."""
-    from .imports import import_chunk_process
+    idempotency key and the chunk is counted once. Deadlocks are retried inside.
 
-    result = import_chunk_process(import_id=import_id, start_row=start_row, count=count)
+    Any other error fails the import at once (`import_chunk_process`); a transient one
+    does when it outlasts the retries, so an import is never left running for ever."""
+    from .imports import chunk_failure_reason, import_chunk_process, purchase_import_fail
+
+    try:
+        result = import_chunk_process(import_id=import_id, start_row=start_row, count=count)
+    except IMPORT_TRANSIENT_ERRORS as exc:
+        if self.request.retries >= self.max_retries:
+            purchase_import_fail(
+                import_id=import_id, reason=chunk_failure_reason(start_row, count, exc)
+            )
+        raise
     return {"accepted": result.accepted, "rejected": result.rejected, "counted": result.counted}

@@ -6,7 +6,10 @@ or when tasks run eagerly (no broker), they are recorded here, in this process, 
 progress shown. A file sent again adds nothing: every row keeps its idempotency key.
 
 Exit status 0 when the file was taken (rejected rows are listed in the result file), 1 with
-one line on standard error when it cannot be (unknown partner, missing file, bad header).
+one line on standard error when it cannot be (unknown partner, missing file, bad header, a
+result file that is the file itself or cannot be written; nothing is recorded then), or when
+a chunk recorded here fails (the import is marked failed; rows recorded stay recorded, and
+sending the file again replays them and records the rest).
 """
 
 import time
@@ -18,10 +21,13 @@ from coalition.errors import CoalitionError
 from partners.imports import (
     DEFAULT_CHUNK,
     ImportFileError,
+    chunk_failure_reason,
     import_chunk_process,
     purchase_file_scan,
     purchase_import_create,
     purchase_import_enqueue,
+    purchase_import_fail,
+    purchase_import_result_check,
 )
 from partners.models import PurchaseImport
 from partners.services import partner_get_by_code
@@ -49,16 +55,18 @@ class Command(BaseCommand):
         except CoalitionError as exc:
             raise CommandError(exc.message) from exc
         try:
+            if options["result"]:
+                purchase_import_result_check(path=options["file"], result_path=options["result"])
             scan = purchase_file_scan(path=options["file"], chunk_size=options["chunk"])
+            purchase_import = purchase_import_create(
+                partner=partner,
+                path=options["file"],
+                chunk_size=options["chunk"],
+                result_path=options["result"],
+                scan=scan,
+            )
         except ImportFileError as exc:
             raise CommandError(str(exc)) from exc
-        purchase_import = purchase_import_create(
-            partner=partner,
-            path=options["file"],
-            chunk_size=options["chunk"],
-            result_path=options["result"],
-            scan=scan,
-        )
         if options["sync"] or settings.CELERY_TASK_ALWAYS_EAGER:
             self._run_here(purchase_import)
         else:
@@ -78,7 +86,17 @@ class Command(BaseCommand):
         processed = 0
         chunks = purchase_import.chunks.order_by("start_row").values_list("start_row", "row_count")
         for start_row, row_count in list(chunks):
-            import_chunk_process(import_id=purchase_import.pk, start_row=start_row, count=row_count)
+            try:
+                import_chunk_process(
+                    import_id=purchase_import.pk, start_row=start_row, count=row_count
+                )
+            except Exception as exc:  # told as one line, the import marked failed
+                reason = chunk_failure_reason(start_row, row_count, exc)
+                purchase_import_fail(import_id=purchase_import.pk, reason=reason)
+                raise CommandError(
+                    f"import #{purchase_import.pk} failed: {reason} "
+                    f"(the {processed} rows before it were recorded)"
+                ) from exc
             processed += row_count
             if time.monotonic() - last_shown >= PROGRESS_EVERY or processed == total:
                 last_shown = time.monotonic()
