@@ -40,7 +40,7 @@ from enum import StrEnum
 from typing import Any
 
 from django.db import connection
-from django.db.models import OuterRef, Q, Subquery, Sum
+from django.db.models import OuterRef, Subquery, Sum
 from django.utils import timezone
 
 from ..errors import (
@@ -72,7 +72,7 @@ from .posting import (
     validate_points,
     validate_text,
 )
-from .tiers import QUALIFYING_WINDOW, _change, tier_for_points, tiers_ordered
+from .tiers import _change, qualifying, tier_for_points, tiers_ordered
 
 Kind = LedgerTransaction.Kind
 MAX_BATCH_SIZE = 1000
@@ -683,15 +683,9 @@ def qualifying_points_by_member(*, member_ids: list[int], now: datetime) -> dict
     """`qualifying_points` for many members in one query (members with none are absent)."""
     if not member_ids:
         return {}
-    since = now - QUALIFYING_WINDOW
     earned = (
-        LedgerTransaction.objects.filter(
-            member_id__any=member_ids, created_at__gt=since, created_at__lte=now
-        )
-        .filter(
-            Q(kind__in=[Kind.EARN, Kind.BONUS])
-            | Q(kind=Kind.REVERSAL, reversal_of__kind__in=[Kind.EARN, Kind.BONUS])
-        )
+        LedgerTransaction.objects.filter(member_id__any=member_ids)
+        .filter(qualifying(now))
         .order_by()
         .values("member_id")
         .annotate(total=Sum("member_points"))

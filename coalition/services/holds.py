@@ -141,6 +141,10 @@ def hold_capture(
     ):
         return replay
     hold = _active_hold(hold, now)
+    # As a burn: a member or partner suspended since the hold was made spends nothing (the
+    # hold can still be voided, or expires and releases its points).
+    _require_active_member(hold.member)
+    _require_active_partner(hold.partner)
     capture = hold.points if points is None else points
     if capture > hold.points:
         raise InvalidInput(

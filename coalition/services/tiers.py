@@ -39,14 +39,23 @@ def qualifying_points(*, member: Member, now: datetime | None = None) -> int:
     Burns, donations and expiry don't lower them.
     """
     now = now or timezone.now()
-    since = now - QUALIFYING_WINDOW
-    earned = LedgerTransaction.objects.filter(
-        member=member, created_at__gt=since, created_at__lte=now
-    ).filter(
-        Q(kind__in=[Kind.EARN, Kind.BONUS])
-        | Q(kind=Kind.REVERSAL, reversal_of__kind__in=[Kind.EARN, Kind.BONUS])
-    )
+    earned = LedgerTransaction.objects.filter(member=member).filter(qualifying(now))
     return earned.aggregate(total=Sum("member_points"))["total"] or 0
+
+
+def qualifying(now: datetime) -> Q:
+    """The transactions that make qualifying points at `now`: earns and bonuses of the last
+    12 months, and the reversals of those (a refund of an earn from before the window
+    takes nothing away: that earn no longer counts)."""
+    since = now - QUALIFYING_WINDOW
+    return Q(created_at__gt=since, created_at__lte=now) & (
+        Q(kind__in=[Kind.EARN, Kind.BONUS])
+        | Q(
+            kind=Kind.REVERSAL,
+            reversal_of__kind__in=[Kind.EARN, Kind.BONUS],
+            reversal_of__created_at__gt=since,
+        )
+    )
 
 
 def tier_for_points(tiers: list[Tier], points: int) -> Tier | None:

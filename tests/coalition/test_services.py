@@ -16,6 +16,7 @@ from coalition.models import (
     PointLot,
     RedemptionHold,
 )
+from coalition.services.batch import qualifying_points_by_member
 from tests import factories
 
 Kind = LedgerTransaction.Kind
@@ -189,6 +190,50 @@ def test_a_suspended_partner_cannot_issue_or_redeem(ctx, operation):
     # When its till earns, burns or authorises
     # Then the request is refused with INVALID_STATE and nothing is written
     factories.assert_refused(ErrorCode.INVALID_STATE, lambda: OPERATIONS[operation](ctx, 10))
+
+
+@pytest.mark.parametrize("party", ["member", "partner"])
+def test_a_hold_cannot_be_captured_once_its_member_or_partner_is_suspended(member, partner, party):
+    # Given a hold authorised while both were active
+    factories.earn(member, partner, 300)
+    hold = factories.hold(member, partner, 100)
+
+    # When the member or the partner is suspended before the till captures
+    if party == "member":
+        services.member_set_status(member=member, status=Member.Status.SUSPENDED)
+        code = ErrorCode.MEMBER_NOT_ACTIVE
+    else:
+        partner.status = "suspended"
+        partner.save(update_fields=["status"])
+        code = ErrorCode.INVALID_STATE
+
+    # Then the capture is refused as a burn would be, and nothing is written
+    factories.assert_refused(code, lambda: factories.capture(hold))
+    hold.refresh_from_db()
+    assert hold.status == RedemptionHold.Status.ACTIVE
+    assert balance(member) == selectors.Balance(balance=300, held=100, spendable=200)
+    # And the hold can still be voided: its points are the member's again
+    factories.void(hold)
+    assert balance(member).held == 0 and balance(member).balance == 300
+
+
+def test_a_refund_of_an_earn_from_before_the_window_leaves_qualifying_points_alone(member, partner):
+    # Given 1,000 points earned 400 days ago and 500 earned this year
+    old = factories.earn(member, partner, 1000, now=T0 - timedelta(days=400))
+    factories.earn(member, partner, 500, now=T0 - timedelta(days=10))
+    assert services.qualifying_points(member=member, now=T0) == 500
+
+    # When the old earn is refunded today
+    factories.reverse(old, now=T0)
+
+    # Then the qualifying points are still 500 (the old earn no longer counted anyway),
+    # for one member and for a batch alike
+    assert services.qualifying_points(member=member, now=T0) == 500
+    assert qualifying_points_by_member(member_ids=[member.pk], now=T0) == {member.pk: 500}
+    # While a refund of this year's earn counts against them
+    recent = LedgerTransaction.objects.get(member=member, member_points=500)
+    factories.reverse(recent, points=200, now=T0)
+    assert services.qualifying_points(member=member, now=T0) == 300
 
 
 def test_partner_points_without_a_partner_are_invalid(member):
