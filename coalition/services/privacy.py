@@ -41,6 +41,7 @@ from django.utils.module_loading import import_string
 from ..errors import PermissionDenied
 from ..models import (
     Account,
+    IdempotencyRecord,
     LedgerTransaction,
     Member,
     MemberTier,
@@ -52,6 +53,8 @@ from .idempotency import ledger_write, request_fingerprint, transaction_replay
 from .posting import Leg, _consume_lots, _lock_wallet, _post, _set_held, system_account_id
 
 ERASED_NAME = "Erased member"
+# What the request fingerprint of an erased member's enrolment becomes (no hash matches it).
+ERASED_FINGERPRINT = "erased"
 COVERED = {Account, LedgerTransaction, PointLot, RedemptionHold, MemberTier, TierChange, Member}
 
 
@@ -240,6 +243,12 @@ def member_erase(*, member: Member, staff_user: Any, now: datetime | None = None
         )
 
     removed = {hook: import_string(hook)(member) for hook in _privacy_setting("ERASE_HOOKS")}
+    # The enrolment's idempotency record fingerprints the email, name and birth date: an
+    # unkeyed hash, which someone who guesses them could match to this member. Scrubbed (a
+    # retry of that enrolment is then a conflict, not a replay of an erased member).
+    IdempotencyRecord.objects.filter(operation="member_enroll", result_id=member.pk).update(
+        request_hash=ERASED_FINGERPRINT
+    )
     was_erased = member.display_name == ERASED_NAME and member.email.endswith("@invalid")
     member.email = f"erased-{member.pk}@invalid"
     member.display_name = ERASED_NAME

@@ -268,6 +268,28 @@ def test_erasure_anonymises_the_person_and_keeps_the_books(known_member, staff_u
     assert email not in json.dumps([event.before, event.after])
 
 
+def test_erasure_scrubs_the_enrolments_fingerprint_of_the_persons_details(programme, staff_user):
+    from coalition.errors import IdempotencyConflict
+    from coalition.models import IdempotencyRecord
+    from partners.services import member_enroll
+
+    partner, _ = factories.onboarded_partner()
+    details = {"email": "ada@example.com", "display_name": "Ada L", "birth_date": None}
+    enrolled = member_enroll(partner=partner, idempotency_key="enrol-ada", **details).member
+    record = IdempotencyRecord.objects.get(operation="member_enroll", result_id=enrolled.pk)
+    fingerprint = record.request_hash
+    # Before: the same enrolment again replays (the fingerprint is of the person's details)
+    assert member_enroll(partner=partner, idempotency_key="enrol-ada", **details).replayed
+
+    services.member_erase(member=enrolled, staff_user=staff_user)
+
+    record.refresh_from_db()
+    assert record.request_hash != fingerprint
+    # Whoever knows the details can no longer match them to the erased member
+    with pytest.raises(IdempotencyConflict):
+        member_enroll(partner=partner, idempotency_key="enrol-ada", **details)
+
+
 def test_erasing_twice_changes_nothing_more(known_member, staff_user):
     services.member_erase(member=known_member, staff_user=staff_user)
     transactions = LedgerTransaction.objects.count()
