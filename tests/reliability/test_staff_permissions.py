@@ -79,11 +79,19 @@ def test_reading_the_figures_is_not_enough_to_create_or_approve_a_run(programme)
     assert run.status == SettlementRun.Status.APPROVED
 
 
+def a_draft_and_a_session_of(client, username: str, *codenames: str) -> SettlementRun:
+    """A draft run made by finance staff, and `client` logged in as a staff user holding
+    just `codenames`."""
+    run = settlement_services.run_create(
+        period_end=timezone.now(), created_by=factories.finance_staff("maker")
+    )
+    staff_with(username, *codenames)
+    client.login(username=username, password=PASSWORD)
+    return run
+
+
 def test_the_dashboard_shows_a_managers_refusal_and_changes_nothing(client, programme):
-    maker = factories.finance_staff("maker")
-    run = settlement_services.run_create(period_end=timezone.now(), created_by=maker)
-    staff_with("reader", "api.view_finance")
-    client.login(username="reader", password=PASSWORD)
+    run = a_draft_and_a_session_of(client, "reader", "api.view_finance")
 
     page = client.post(f"/finance/runs/{run.pk}/approve/", follow=True).content.decode()
     assert "api.approve_settlement" in page
@@ -94,10 +102,7 @@ def test_the_dashboard_shows_a_managers_refusal_and_changes_nothing(client, prog
 
 
 def test_admin_settlement_actions_need_the_finance_permissions(client, programme):
-    maker = factories.finance_staff("maker")
-    run = settlement_services.run_create(period_end=timezone.now(), created_by=maker)
-    staff_with("viewer", "settlement.view_settlementrun")
-    client.login(username="viewer", password=PASSWORD)
+    run = a_draft_and_a_session_of(client, "viewer", "settlement.view_settlementrun")
     changelist = "/admin/settlement/settlementrun/"
 
     page = client.get(changelist).content.decode()
