@@ -216,6 +216,12 @@ def transfers_in_group(transfer_group: str) -> list[TransferInfo]:
 # --------------------------------------------------------------------------- payments
 
 
+# The statuses from which Stripe lets a PaymentIntent be cancelled.
+CANCELLABLE_PAYMENT_STATUSES = frozenset(
+    {"requires_payment_method", "requires_confirmation", "requires_action", "requires_capture"}
+)
+
+
 @dataclass(frozen=True)
 class PaymentInfo:
     id: str
@@ -235,7 +241,20 @@ class PaymentInfo:
 
     @property
     def failed(self) -> bool:
+        """Failed for this attempt. Not final unless canceled: an intent needing action
+        succeeds once the partner completes 3-D Secure, one needing a payment method once
+        someone confirms it with one (`cancellable` says which can still move)."""
         return self.status in ("requires_payment_method", "canceled", "requires_action")
+
+    @property
+    def processing(self) -> bool:
+        """Stripe is moving the money (a debit): it may still succeed or fail."""
+        return self.status == "processing"
+
+    @property
+    def cancellable(self) -> bool:
+        """Not final, and Stripe still lets it be cancelled (so that it never succeeds)."""
+        return self.status in CANCELLABLE_PAYMENT_STATUSES
 
 
 def _payment(obj: Any) -> PaymentInfo:
@@ -310,6 +329,18 @@ def payment_intent_create(
 
 def payment_intent_retrieve(payment_intent_id: str) -> PaymentInfo:
     return _payment(_call(lambda: client().v1.payment_intents.retrieve(payment_intent_id)))
+
+
+def payment_intent_cancel(payment_intent_id: str, *, idempotency_key: str) -> PaymentInfo:
+    """Cancel a PaymentIntent that has not succeeded, so that it never can. Stripe refuses
+    (a `PermanentError`) one that succeeded, is processing or is already cancelled."""
+    return _payment(
+        _call(
+            lambda: client().v1.payment_intents.cancel(
+                payment_intent_id, options=_options(idempotency_key)
+            )
+        )
+    )
 
 
 def payment_intents_of_customer(customer_id: str) -> list[PaymentInfo]:

@@ -11,6 +11,9 @@ Coalition's settlement needs and localstripe lacks:
 * PaymentIntents that also accept ``description``, ``transfer_group``,
   ``statement_descriptor``, ``statement_descriptor_suffix`` and ``receipt_email``, and answer
   a decline with Stripe's ``card_error`` body (:mod:`.resources`);
+* refunds that Stripe would refuse (more than what remains, a charged-back charge) refused,
+  with ``reason`` and ``charge.refunded``; disputes (``/v1/disputes``, opened and decided
+  through the control routes) and the charge's ``disputed`` field (:mod:`.resources`);
 * ``Idempotency-Key`` replay on every POST (:mod:`.middleware`);
 * ``Stripe-Account`` scoping of every object except accounts (:mod:`.scoping`);
 * errors in Stripe's JSON shape, so the ``stripe`` package raises the right exception;

@@ -96,6 +96,31 @@ class EmulatorControl:
     def clear_faults(self) -> int:
         return self._request("DELETE", "/_coalition/faults")["cleared"]
 
+    def open_dispute(
+        self,
+        *,
+        payment_intent: str | None = None,
+        charge: str | None = None,
+        amount: int | None = None,
+        reason: str | None = None,
+        status: str | None = None,
+    ) -> dict:
+        """Open a dispute on a succeeded charge (named directly or by its PaymentIntent), as a
+        cardholder would; returns the dispute. Stripe's API has no such call."""
+        fields = {
+            "payment_intent": payment_intent,
+            "charge": charge,
+            "amount": amount,
+            "reason": reason,
+            "status": status,
+        }
+        payload = {name: value for name, value in fields.items() if value is not None}
+        return self._request("POST", "/_coalition/disputes", payload)
+
+    def move_dispute(self, dispute_id: str, status: str) -> dict:
+        """The card network's decision on a dispute (``won``, ``lost``, ...); returns it."""
+        return self._request("POST", f"/_coalition/disputes/{dispute_id}", {"status": status})
+
     def register_webhook(
         self, webhook_id: str, url: str, secret: str, events: list[str] | None = None
     ) -> None:

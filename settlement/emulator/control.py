@@ -17,6 +17,18 @@
     ``{"faults": [...]}``, those not yet used up.
 ``DELETE /_coalition/faults``
     Clear them; ``{"cleared": n}``.
+``POST /_coalition/disputes``
+    Open a dispute on a succeeded charge, as a cardholder would; JSON body::
+
+        {"payment_intent": "pi_..."   # or "charge": "ch_..."
+         "amount": 1000,              # default: what is left unrefunded
+         "reason": "fraudulent",      # default
+         "status": "needs_response"}  # default; "warning_needs_response": an inquiry
+
+    Answers 201 with the dispute, 400 (Stripe's error body) if invalid.
+``POST /_coalition/disputes/{id}``
+    ``{"status": "won" | "lost" | "under_review" | ...}``: the card network's decision;
+    answers the dispute.
 ``DELETE /_coalition/data``
     Wipe all state: localstripe's objects, account ownership, idempotency records, faults
     and registered webhooks. ``{"reset": true}``.
@@ -33,6 +45,7 @@ from localstripe import webhooks as ls_webhooks
 from localstripe.resources import store
 
 from .middleware import CONTROL_PREFIX, FaultRegistry, IdempotencyStore
+from .resources import Dispute
 
 
 @dataclass
@@ -94,6 +107,26 @@ def add_routes(router: web.UrlDispatcher, state: EmulatorState) -> None:
     async def clear_faults(request: web.Request) -> web.Response:
         return web.json_response({"cleared": state.faults.clear()})
 
+    async def open_dispute(request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+        except json.JSONDecodeError:
+            return _bad_request("the body must be a JSON object")
+        if not isinstance(data, dict):
+            return _bad_request("the body must be a JSON object")
+        return web.json_response(Dispute._open(**data)._export(), status=201)
+
+    async def move_dispute(request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+        except json.JSONDecodeError:
+            return _bad_request("the body must be a JSON object")
+        if not isinstance(data, dict) or set(data) != {"status"}:
+            return _bad_request('the body must be {"status": ...}')
+        dispute = Dispute._api_retrieve(request.match_info["id"])
+        dispute._move(data["status"])
+        return web.json_response(dispute._export())
+
     async def reset(request: web.Request) -> web.Response:
         state.reset()
         return web.json_response({"reset": True})
@@ -102,4 +135,6 @@ def add_routes(router: web.UrlDispatcher, state: EmulatorState) -> None:
     router.add_post(CONTROL_PREFIX + "faults", add_fault)
     router.add_get(CONTROL_PREFIX + "faults", list_faults)
     router.add_delete(CONTROL_PREFIX + "faults", clear_faults)
+    router.add_post(CONTROL_PREFIX + "disputes", open_dispute)
+    router.add_post(CONTROL_PREFIX + "disputes/{id}", move_dispute)
     router.add_delete(CONTROL_PREFIX + "data", reset)

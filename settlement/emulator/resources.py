@@ -26,10 +26,12 @@ from typing import Any
 
 from localstripe.errors import UserError
 from localstripe.resources import (
+    Charge,
     Event,
     List,
     PaymentIntent,
     PaymentMethod,
+    Refund,
     StripeObject,
     random_id,
     store,
@@ -695,3 +697,284 @@ class CoalitionPaymentIntent(PaymentIntent):
             charge_pm = self.latest_charge.payment_method
             error["payment_method"] = PaymentMethod._api_retrieve(charge_pm)._export()
             raise
+
+
+# --------------------------------------------------------------------------- refunds
+
+
+def _charge_to_refund(charge: Any, payment_intent: Any) -> Any:
+    """The charge a refund request names (directly or as its intent's latest charge), or
+    ``None`` when it names none that exists (localstripe's own checks then answer)."""
+    if isinstance(charge, str):
+        return store.get("charge:" + charge)
+    if isinstance(payment_intent, str):
+        intent = store.get(PaymentIntent.object + ":" + payment_intent)
+        return intent.latest_charge if intent is not None else None
+    return None
+
+
+class CoalitionRefund(Refund):
+    """localstripe's Refund, with the checks Stripe makes and localstripe lacks.
+
+    * never more than what remains unrefunded on the charge (localstripe refunds any
+      amount, and refunds the whole charge again when no amount is given);
+    * not on a charge that was charged back (a dispute that is not a mere inquiry);
+    * ``reason`` is accepted; ``charge.refunded`` is sent, as Stripe does.
+    """
+
+    _reasons = ("duplicate", "fraudulent", "requested_by_customer")
+
+    def __init__(
+        self, charge=None, payment_intent=None, amount=None, metadata=None, reason=None, **kwargs
+    ):
+        _reject_unknown(kwargs)
+        if reason is not None and reason not in self._reasons:
+            raise invalid_param("reason", f"Invalid reason: must be one of {self._reasons}")
+        target = _charge_to_refund(charge, payment_intent)
+        if target is not None and target.status == "succeeded":
+            remaining = target.amount - target.amount_refunded
+            if remaining <= 0:
+                raise stripe_error(
+                    400,
+                    f"Charge {target.id} has already been refunded.",
+                    code="charge_already_refunded",
+                )
+            if any(not d.is_charge_refundable for d in Dispute._of_charge(target.id)):
+                raise stripe_error(
+                    400,
+                    f"Charge {target.id} has been charged back; cannot issue a refund.",
+                    code="charge_disputed",
+                )
+            requested = remaining if amount is None else _positive_int("amount", amount)
+            if requested > remaining:
+                raise invalid_param(
+                    "amount",
+                    f"Refund amount ({requested}) is greater than unrefunded amount on "
+                    f"charge ({remaining})",
+                )
+            amount = requested
+        _metadata(metadata)
+
+        # localstripe's constructor makes its own checks, then stores the refund.
+        super().__init__(
+            charge=charge, payment_intent=payment_intent, amount=amount, metadata=metadata
+        )
+        self.reason = reason
+        schedule_webhook(Event("charge.refunded", Charge._api_retrieve(self.charge)))
+
+
+# --------------------------------------------------------------------------- disputes
+
+
+class Dispute(StripeObject):
+    """A cardholder's dispute of a charge (``dp_...``).
+
+    Stripe has no API to open one (its test cards do, some time after the charge); here a
+    test opens one through the control route ``POST /_coalition/disputes`` and moves it
+    through its statuses with ``POST /_coalition/disputes/{id}``. The API reads them
+    (``GET /v1/disputes``, filtered by ``charge`` or ``payment_intent``), updates their
+    evidence and metadata, and closes them (``POST /v1/disputes/{id}/close``: accepting
+    the loss). The disputed charge says ``disputed: true``.
+
+    Funds are withdrawn from the platform while a dispute is open or lost, and given back
+    when it is won (:meth:`_funds_withdrawn`); balances themselves are not emulated, so
+    ``balance_transactions`` stays empty. Inquiries (``warning_*``) withdraw nothing.
+    """
+
+    object = "dispute"
+    _id_prefix = "dp_"
+    _statuses = (
+        "warning_needs_response",
+        "warning_under_review",
+        "warning_closed",
+        "needs_response",
+        "under_review",
+        "won",
+        "lost",
+    )
+    _closed = frozenset({"warning_closed", "won", "lost"})
+    _reasons = (
+        "bank_cannot_process",
+        "credit_not_processed",
+        "customer_initiated",
+        "debit_not_authorized",
+        "duplicate",
+        "fraudulent",
+        "general",
+        "incorrect_account_details",
+        "insufficient_funds",
+        "product_not_received",
+        "product_unacceptable",
+        "subscription_canceled",
+        "unrecognized",
+    )
+    _updatable = frozenset({"evidence", "metadata", "submit"})
+
+    def __init__(
+        self, charge=None, payment_intent=None, amount=None, reason=None, status=None, **kwargs
+    ):
+        _reject_unknown(kwargs)
+        if (charge is None) == (payment_intent is None):
+            raise invalid_param("charge", "Name exactly one of charge and payment_intent")
+        target = _charge_to_refund(charge, payment_intent)
+        if target is None:
+            raise no_such(
+                "charge" if charge is not None else "payment_intent",
+                str(charge or payment_intent),
+                param="charge" if charge is not None else "payment_intent",
+                status=400,
+            )
+        if target.status != "succeeded" or not target.captured:
+            raise stripe_error(400, f"Charge {target.id} has not succeeded: nothing to dispute")
+        disputable = target.amount - target.amount_refunded
+        amount = disputable if amount is None else _positive_int("amount", amount)
+        if amount > disputable:
+            raise invalid_param(
+                "amount", f"Only {disputable} of charge {target.id} can be disputed"
+            )
+        reason = "fraudulent" if reason is None else reason
+        if reason not in self._reasons:
+            raise invalid_param("reason", f"Invalid reason: {reason}")
+        status = "needs_response" if status is None else status
+        if status not in self._statuses or status in self._closed:
+            raise invalid_param("status", f"A dispute opens in an open status, not {status}")
+
+        # All exceptions must be raised before this point: it stores the object.
+        super().__init__()
+
+        self.amount = amount
+        self.currency = target.currency
+        self.charge = target.id
+        self.payment_intent = target.payment_intent
+        self.reason = reason
+        self.status = status
+        self.metadata = {}
+        self.evidence = {}
+        self.evidence_details = {
+            "due_by": self.created + 7 * 24 * 60 * 60,
+            "has_evidence": False,
+            "past_due": False,
+            "submission_count": 0,
+        }
+        self.balance_transactions = []
+
+    @property
+    def is_charge_refundable(self) -> bool:
+        """Only an inquiry leaves the charge refundable."""
+        return self.status.startswith("warning_")
+
+    def _funds_withdrawn(self) -> bool:
+        return not self.status.startswith("warning_") and self.status != "won"
+
+    @classmethod
+    def _of_charge(cls, charge_id: str) -> list:
+        return [d for d in _stored(cls.object) if d.charge == charge_id]
+
+    @classmethod
+    def _open(cls, **data) -> Dispute:
+        """The control route's way in (Stripe opens disputes itself)."""
+        dispute = cls(**data)
+        schedule_webhook(Event("charge.dispute.created", dispute))
+        if dispute._funds_withdrawn():
+            schedule_webhook(Event("charge.dispute.funds_withdrawn", dispute))
+        return dispute
+
+    def _move(self, status: Any) -> None:
+        """To ``status`` (the control route, submitting evidence, closing), with the events
+        Stripe sends."""
+        if status not in self._statuses:
+            raise invalid_param("status", f"Invalid status: {status}")
+        if self.status in self._closed:
+            raise stripe_error(400, f"Dispute {self.id} is already closed ({self.status}).")
+        withdrawn = self._funds_withdrawn()
+        self.status = status
+        if withdrawn and not self._funds_withdrawn():
+            schedule_webhook(Event("charge.dispute.funds_reinstated", self))
+        elif not withdrawn and self._funds_withdrawn():
+            schedule_webhook(Event("charge.dispute.funds_withdrawn", self))
+        closed = status in self._closed
+        event_type = "charge.dispute.closed" if closed else "charge.dispute.updated"
+        schedule_webhook(Event(event_type, self))
+
+    @classmethod
+    def _api_retrieve(cls, id):
+        obj = store.get(cls.object + ":" + id)
+        if obj is None:
+            raise no_such("dispute", id)
+        return obj
+
+    @classmethod
+    def _api_update(cls, id, **data):
+        _reject_unknown(set(data) - cls._updatable)
+        obj = cls._api_retrieve(id)
+        if obj.status in cls._closed:
+            raise stripe_error(400, f"Dispute {id} is already closed ({obj.status}).")
+        evidence = _optional_dict("evidence", data.get("evidence"))
+        metadata = data.get("metadata")
+        submit = data.get("submit")
+        if submit is not None:
+            submit = try_convert_to_bool(submit)
+            if type(submit) is not bool:
+                raise invalid_param("submit", "Invalid boolean")
+        if evidence:
+            obj.evidence = {**obj.evidence, **evidence}
+            obj.evidence_details["has_evidence"] = True
+        if metadata is not None:
+            obj.metadata = _merge_metadata(obj.metadata, metadata)
+        if submit and obj.status in ("needs_response", "warning_needs_response"):
+            obj.evidence_details["submission_count"] += 1
+            obj._move(obj.status.replace("needs_response", "under_review"))
+        else:
+            schedule_webhook(Event("charge.dispute.updated", obj))
+        return obj
+
+    @classmethod
+    def _api_close(cls, id, **kwargs):
+        """Accept the dispute: lost (an inquiry is simply closed)."""
+        _reject_unknown(kwargs)
+        obj = cls._api_retrieve(id)
+        obj._move("warning_closed" if obj.status.startswith("warning_") else "lost")
+        return obj
+
+    @classmethod
+    def _api_list_all(
+        cls,
+        url,
+        limit=None,
+        starting_after=None,
+        ending_before=None,
+        charge=None,
+        payment_intent=None,
+        created=None,
+        **kwargs,
+    ):
+        _reject_unknown(kwargs)
+        by_created = _created_filter(created)
+
+        def keep(dispute: Dispute) -> bool:
+            return (
+                (charge is None or dispute.charge == charge)
+                and (payment_intent is None or dispute.payment_intent == payment_intent)
+                and by_created(dispute)
+            )
+
+        return paginate(
+            _stored(cls.object),
+            url,
+            noun="dispute",
+            limit=limit,
+            starting_after=starting_after,
+            ending_before=ending_before,
+            keep=keep,
+        )
+
+
+def _charge_disputed(charge: Charge) -> bool:
+    """Stripe's ``disputed`` field of a charge: it has (had) a dispute."""
+    return bool(Dispute._of_charge(charge.id))
+
+
+def install() -> None:
+    """Give localstripe's charges the ``disputed`` field Stripe has. Safe to call twice."""
+    if not isinstance(getattr(Charge, "disputed", None), property):
+        Charge.disputed = property(_charge_disputed)

@@ -23,7 +23,7 @@ import aiohttp
 from aiohttp import web
 from localstripe import server as ls_server
 
-from . import control, scoping
+from . import control, resources, scoping
 from .middleware import (
     authentication,
     connected_account,
@@ -31,7 +31,7 @@ from .middleware import (
     idempotency_middleware,
     unknown_route,
 )
-from .resources import Account, CoalitionPaymentIntent, Transfer
+from .resources import Account, CoalitionPaymentIntent, CoalitionRefund, Dispute, Transfer
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 12111
@@ -91,6 +91,7 @@ def _add_extension_routes(router: web.UrlDispatcher) -> None:
     router.add_post(reversals, _call(Transfer._api_create_reversal))
     router.add_get(reversals, _call(Transfer._api_list_reversals))
     router.add_get(reversals + "/{reversal}", _call(Transfer._api_retrieve_reversal))
+    router.add_post("/v1/disputes/{id}/close", _call(Dispute._api_close))
 
     for cls in (Account, Transfer):
         url = f"/v1/{cls.object}s"
@@ -99,12 +100,17 @@ def _add_extension_routes(router: web.UrlDispatcher) -> None:
         router.add_get(url + "/{id}", _as_async(ls_server.api_retrieve(cls, url)))
         router.add_post(url + "/{id}", ls_server.api_update(cls, url))
     router.add_delete("/v1/accounts/{id}", _as_async(ls_server.api_delete(Account, "/v1/accounts")))
+    # Disputes are opened by cardholders (here: the control route), never by a POST to the list.
+    router.add_get("/v1/disputes", _as_async(ls_server.api_list_all(Dispute, "/v1/disputes")))
+    router.add_get("/v1/disputes/{id}", _as_async(ls_server.api_retrieve(Dispute, "/v1/disputes")))
+    router.add_post("/v1/disputes/{id}", ls_server.api_update(Dispute, "/v1/disputes"))
 
     # Registered before localstripe's routes, and aiohttp picks the first route matching a
     # request, so this replaces localstripe's PaymentIntent creation and nothing else.
     router.add_post(
         "/v1/payment_intents", ls_server.api_create(CoalitionPaymentIntent, "/v1/payment_intents")
     )
+    router.add_post("/v1/refunds", ls_server.api_create(CoalitionRefund, "/v1/refunds"))
 
 
 def _add_localstripe_routes(router: web.UrlDispatcher) -> None:
@@ -119,6 +125,7 @@ def build_app() -> web.Application:
     Not thread-safe, and the state is process-wide: build one app per process at a time.
     """
     scoping.install()
+    resources.install()
     state = control.EmulatorState()
     state.reset()
     app = web.Application(

@@ -12,6 +12,12 @@ Amounts go to Stripe in Stripe's units (`to_stripe_amount`). A line whose amount
 move exactly (1.005 KWD: Stripe takes three-decimal currencies in multiples of 10) fails with
 the code `amount_not_representable` before anything is sent for it; it is never rounded to
 another sum than the books owe, and the run's other lines go ahead.
+
+A charity that is no longer payable when its line comes to be paid (suspended after the run
+was computed: `charity.selectors.charity_payable`) is not paid: its line fails with the code
+`payee_not_payable`, nothing is sent to Stripe, and finance retries it once the charity is
+verified again or carries it forward (the next run holds it while the charity stays
+suspended). Partners have no such rule: the computation holds none of their lines either.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from charity.models import Charity
+from charity.selectors import charity_payable
 from coalition.money import StripeAmountError, to_stripe_amount
 from coalition.outbox import celery_task_enqueue
 
@@ -103,7 +111,46 @@ def _stripe_amount(line: SettlementLine, amount: Decimal) -> int:
         raise gateway.PermanentError(str(exc), code="amount_not_representable") from exc
 
 
-def _pay_out(line: SettlementLine, adopted: gateway.TransferInfo | None) -> None:
+def _refuse_unpayable(line: SettlementLine, *, transfers_unknown: bool) -> None:
+    """Fail a pay-out whose payee may no longer be paid, before anything is sent to Stripe.
+
+    Only charities have such a rule (`charity_payable`; the computation holds no partner's
+    line either). The charity's row stays locked until the line's transaction ends, so a
+    suspension either comes first and holds the money, or waits for the transfer; the lock
+    (FOR NO KEY UPDATE) does not hold up donations, which only share its key.
+    """
+    if not line.charity_id:
+        return
+    charity = Charity.objects.select_for_update(no_key=True).get(pk=line.charity_id)
+    line.charity = charity
+    if charity_payable(charity):
+        return
+    if charity.status == Charity.Status.VERIFIED:
+        return  # payable but for its Stripe account: failed as `account_missing` below
+    if transfers_unknown:
+        # A transfer for this attempt made by a pass that crashed would be missed, and paid
+        # again if finance later retried: keep the line pending until Stripe can be asked.
+        raise gateway.TransientError(
+            f"{line.counterparty_label} is not payable, but the run's transfers could not be "
+            "listed to confirm that none was made for the line",
+            code="transfers_unknown",
+        )
+    raise gateway.PermanentError(
+        f"{line.counterparty_label} is {charity.get_status_display().lower()}: its money is "
+        "held until it is verified again (nothing was sent to Stripe); retry the line then, "
+        "or carry it forward",
+        code="payee_not_payable",
+    )
+
+
+def _pay_out(
+    line: SettlementLine,
+    adopted: gateway.TransferInfo | None,
+    *,
+    transfers_unknown: bool = False,
+) -> None:
+    if adopted is None:  # an adopted transfer was made: the money has left already
+        _refuse_unpayable(line, transfers_unknown=transfers_unknown)
     destination = (line.partner or line.charity).stripe_account_id
     if not destination:
         raise gateway.PermanentError(
@@ -178,13 +225,16 @@ def apply_payment(line: SettlementLine, payment: gateway.PaymentInfo, *, label: 
     return False
 
 
-def _existing_transfers(run: SettlementRun) -> dict[tuple[str, str], gateway.TransferInfo]:
-    """Transfers Stripe already holds for the run, by (line reference, attempt)."""
+def _existing_transfers(
+    run: SettlementRun,
+) -> dict[tuple[str, str], gateway.TransferInfo] | None:
+    """Transfers Stripe already holds for the run, by (line reference, attempt); None when
+    Stripe could not list them."""
     try:
         transfers = gateway.transfers_in_group(run.transfer_group)
     except gateway.GatewayError as exc:
         logger.warning("run %s: cannot list its transfers (%s); relying on keys", run.pk, exc)
-        return {}
+        return None
     return {
         (
             t.metadata.get("settlement_line_reference", ""),
@@ -210,6 +260,7 @@ def run_execute_lines(*, run_id: int) -> ExecutionResult:
         .values_list("id", flat=True)
     )
     existing: dict[tuple[str, str], gateway.TransferInfo] | None = None
+    listed = False
     for line_id in pending:
         with transaction.atomic():
             line = (
@@ -222,10 +273,10 @@ def run_execute_lines(*, run_id: int) -> ExecutionResult:
                 continue  # done meanwhile, or another executor holds it
             try:
                 if line.direction == Direction.PAY_OUT:
-                    if existing is None and (line.partner or line.charity).stripe_account_id:
-                        existing = _existing_transfers(run)  # once per pass, when needed
+                    if not listed and (line.partner or line.charity).stripe_account_id:
+                        existing, listed = _existing_transfers(run), True  # once per pass
                     adopted = (existing or {}).get((str(line.reference), str(line.attempt)))
-                    _pay_out(line, adopted)
+                    _pay_out(line, adopted, transfers_unknown=listed and existing is None)
                 else:
                     _collect(line)
             except gateway.TransientError as exc:

@@ -6,7 +6,9 @@ PaymentIntent, and the partner's other intents that name the run. A difference i
     missing               a line recorded as paid that Stripe has nothing for
     extra                 a Stripe object in the run that no line accounts for
     duplicate             a second live transfer or payment for one line
-    amount_mismatch       Stripe's amount (net of reversals) differs from the line's
+    amount_mismatch       Stripe's amount differs from the line's: net of reversals for a
+                          transfer; for a collection, what Stripe keeps of the payment (its
+                          charge less refunds and disputed funds), the message saying why
     destination_mismatch  the money went to another account or came from another customer
     status_mismatch       Stripe moved money for a line recorded as not paid, or the reverse
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -151,6 +154,79 @@ def _check_transfers(run: SettlementRun, lines: list[SettlementLine]) -> tuple[l
     return differences, len(transfers)
 
 
+# --------------------------------------------------------------------------- kept money
+
+#: Dispute statuses under which the disputed funds are with the platform: inquiries
+#: (``warning_*``) withdraw nothing, a won dispute gives them back. Any other status, also
+#: one Stripe adds later, counts as withdrawn, so that finance hears of it.
+_DISPUTE_FUNDS_KEPT = frozenset(
+    {"warning_needs_response", "warning_under_review", "warning_closed", "won", "prevented"}
+)
+
+
+@dataclass(frozen=True)
+class KeptPayment:
+    """What Stripe keeps of a succeeded payment: its charge, less refunds and the funds
+    disputes have withdrawn, in Stripe's units."""
+
+    charge_id: str
+    charged: int
+    refunded: int
+    disputes: tuple[tuple[str, str, int], ...] = ()  # (id, status, amount withdrawn)
+
+    @property
+    def withdrawn(self) -> int:
+        return sum(amount for _, _, amount in self.disputes)
+
+    @property
+    def amount(self) -> int:
+        return max(self.charged - self.refunded - self.withdrawn, 0)
+
+    def describe(self, currency: str) -> str:
+        """Why Stripe keeps less than it charged, for finance."""
+        parts = []
+        if self.refunded:
+            whole = " in full" if self.refunded >= self.charged else ""
+            parts.append(f"{self.refunded} {currency} refunded{whole}")
+        for dispute_id, status, amount in self.disputes:
+            parts.append(f"{amount} {currency} disputed ({dispute_id}, {status})")
+        return "; ".join(parts)
+
+
+def _payment_kept(payment_id: str) -> KeptPayment | None:
+    """What Stripe keeps of a succeeded PaymentIntent, from its latest charge
+    (``amount_refunded``, ``disputed``) and, when disputed, the charge's disputes; ``None``
+    if the intent has no charge.
+
+    The gateway has no call for charges or disputes yet (another change owns it), so this
+    reads them through the gateway's own client and error translation: same API key,
+    ``api_base``, API version, retries and timeout. Reads only, so no idempotency key.
+    """
+    client = gateway.client()
+    intent = gateway._call(
+        lambda: client.v1.payment_intents.retrieve(payment_id, {"expand": ["latest_charge"]})
+    )
+    charge = getattr(intent, "latest_charge", None)
+    if charge is None or isinstance(charge, str):
+        return None
+    charged = int(charge.amount)
+    refunded = int(getattr(charge, "amount_refunded", 0) or 0)
+    disputes: list[tuple[str, str, int]] = []
+    if getattr(charge, "disputed", False):
+        page = gateway._call(lambda: client.v1.disputes.list({"charge": charge.id, "limit": 100}))
+        listed = gateway._call(lambda: list(page.auto_paging_iter()))
+        disputes = [
+            (d.id, str(d.status), int(d.amount))
+            for d in listed
+            if str(d.status) not in _DISPUTE_FUNDS_KEPT
+        ]
+        if not listed:  # disputed, yet no dispute to read: assume the worst, and say so
+            disputes = [("dispute not found", "unknown", max(charged - refunded, 0))]
+    return KeptPayment(
+        charge_id=charge.id, charged=charged, refunded=refunded, disputes=tuple(disputes)
+    )
+
+
 def _check_payments(run: SettlementRun, lines: list[SettlementLine]) -> tuple[list, int]:
     differences: list[dict] = []
     seen: dict[str, gateway.PaymentInfo] = {}
@@ -158,9 +234,15 @@ def _check_payments(run: SettlementRun, lines: list[SettlementLine]) -> tuple[li
     for line in collections:
         expected_amount = _in_stripe_units(-line.net_amount, line.currency)
         payment = None
+        kept = None
         if line.stripe_object_id:
             payment = gateway.payment_intent_retrieve(line.stripe_object_id)
             seen[payment.id] = payment
+            if payment.succeeded:
+                kept = _payment_kept(payment.id)
+        # A succeeded payment refunded in full (or lost to a dispute) holds no money, as a
+        # fully reversed transfer.
+        holds_money = bool(payment and payment.succeeded and (kept is None or kept.amount))
         if line.status == LineStatus.PAID:
             if payment is None or not payment.succeeded:
                 differences.append(
@@ -174,7 +256,7 @@ def _check_payments(run: SettlementRun, lines: list[SettlementLine]) -> tuple[li
                     )
                 )
                 continue
-        elif payment is not None and payment.succeeded:
+        elif holds_money:
             differences.append(
                 _difference(
                     "status_mismatch",
@@ -185,17 +267,26 @@ def _check_payments(run: SettlementRun, lines: list[SettlementLine]) -> tuple[li
                     actual=payment.status,
                 )
             )
+        elif payment is not None and payment.succeeded:
+            continue  # not paid, and Stripe gave all of it back: they agree
         if payment is None:
             continue
-        if payment.amount != expected_amount or payment.currency != line.currency:
+        actual_amount = kept.amount if kept is not None else payment.amount
+        if actual_amount != expected_amount or payment.currency != line.currency:
+            message = f"Line {line.pk}: Stripe's payment is for another amount"
+            if kept is not None and kept.amount != kept.charged:
+                message = (
+                    f"Line {line.pk}: Stripe keeps {kept.amount} of the {kept.charged} "
+                    f"{payment.currency} collected ({kept.describe(payment.currency)})"
+                )
             differences.append(
                 _difference(
                     "amount_mismatch",
-                    f"Line {line.pk}: Stripe's payment is for another amount",
+                    message,
                     line=line,
                     stripe_id=payment.id,
                     expected=f"{expected_amount} {line.currency}",
-                    actual=f"{payment.amount} {payment.currency}",
+                    actual=f"{actual_amount} {payment.currency}",
                 )
             )
         if payment.customer != line.partner.stripe_customer_id:
@@ -209,7 +300,8 @@ def _check_payments(run: SettlementRun, lines: list[SettlementLine]) -> tuple[li
                     actual=payment.customer,
                 )
             )
-    # Other succeeded payments that name this run: charged twice, or by hand.
+    # Other succeeded payments that name this run: charged twice, or by hand. One refunded
+    # in full (or lost to a dispute) holds no money, as a fully reversed transfer.
     current = {line.stripe_object_id for line in collections}
     customers = sorted({line.partner.stripe_customer_id for line in collections} - {""})
     for customer in customers:
@@ -221,16 +313,23 @@ def _check_payments(run: SettlementRun, lines: list[SettlementLine]) -> tuple[li
         for payment in payments:
             seen.setdefault(payment.id, payment)
             names_run = payment.metadata.get("settlement_run_reference") == str(run.reference)
-            if names_run and payment.succeeded and payment.id not in current:
-                differences.append(
-                    _difference(
-                        "duplicate" if payment.metadata.get("settlement_line") else "extra",
-                        "A succeeded payment naming this run that no line accounts for",
-                        stripe_id=payment.id,
-                        expected="none",
-                        actual=f"{payment.amount} {payment.currency} from {payment.customer}",
-                    )
+            if not (names_run and payment.succeeded and payment.id not in current):
+                continue
+            kept = _payment_kept(payment.id)
+            kept_amount = kept.amount if kept is not None else payment.amount
+            if not kept_amount:
+                continue
+            why = kept.describe(payment.currency) if kept is not None else ""
+            differences.append(
+                _difference(
+                    "duplicate" if payment.metadata.get("settlement_line") else "extra",
+                    "A succeeded payment naming this run that no line accounts for"
+                    + (f" ({why})" if why else ""),
+                    stripe_id=payment.id,
+                    expected="none",
+                    actual=f"{kept_amount} {payment.currency} from {payment.customer}",
                 )
+            )
     return differences, len(seen)
 
 

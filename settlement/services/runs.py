@@ -3,6 +3,7 @@ discarded, failed lines retried or carried forward. Every transition is logged."
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ from django.utils import timezone
 from coalition.outbox import celery_task_enqueue
 from coalition.services import programme_get
 
+from .. import stripe_gateway as gateway
 from ..errors import InvalidInput, InvalidState, NotFound, PermissionDenied
 from ..models import SettlementClaim, SettlementLine, SettlementLineComponent, SettlementRun
 from .common import APPROVE_SETTLEMENT, record_transition, require_staff
@@ -19,6 +21,7 @@ from .computation import compute_run
 
 Status = SettlementRun.Status
 LineStatus = SettlementLine.Status
+Direction = SettlementLine.Direction
 
 
 def _lock_run(run: SettlementRun | int) -> SettlementRun:
@@ -137,20 +140,189 @@ def _enqueue_execution(run_id: int) -> None:
 
 def _lock_line(line: SettlementLine | int) -> SettlementLine:
     line_id = line.pk if isinstance(line, SettlementLine) else line
-    locked = SettlementLine.objects.select_for_update().filter(pk=line_id).first()
+    locked = (
+        SettlementLine.objects.select_for_update(of=("self",))
+        .select_related("run", "partner", "charity")
+        .filter(pk=line_id)
+        .first()
+    )
     if locked is None:
         raise NotFound("No such settlement line", field="lineId")
     return locked
 
 
+# --------------------------------------------------------------------------- what Stripe holds
+
+
+@dataclass
+class _StripeVerdict:
+    """What Stripe holds for a failed line's attempts, once nothing of it can still move."""
+
+    paid_by: str = ""  # the Stripe object that moved the line's money after all
+    stripe_status: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def _line_payments(line: SettlementLine) -> list[gateway.PaymentInfo]:
+    """Every PaymentIntent of the line, whatever its attempt: the one it records, and the
+    partner's intents that name it (an attempt whose id the line lost)."""
+    customer = line.partner.stripe_customer_id if line.partner_id else ""
+    found: dict[str, gateway.PaymentInfo] = {}
+    if customer:
+        for payment in gateway.payment_intents_of_customer(customer):
+            if payment.metadata.get("settlement_line_reference") == str(line.reference):
+                found[payment.id] = payment
+    if line.stripe_object_id.startswith("pi_") and line.stripe_object_id not in found:
+        found[line.stripe_object_id] = gateway.payment_intent_retrieve(line.stripe_object_id)
+    return list(found.values())
+
+
+def _line_transfers(line: SettlementLine) -> list[gateway.TransferInfo]:
+    """Every transfer of the line, whatever its attempt (the run's transfer group holds
+    them all), and the one it records."""
+    account = (line.partner or line.charity).stripe_account_id
+    if not account and not line.stripe_object_id and line.attempt == 1:
+        return []  # nothing of this line ever reached Stripe
+    found = {
+        transfer.id: transfer
+        for transfer in gateway.transfers_in_group(line.run.transfer_group)
+        if transfer.metadata.get("settlement_line_reference") == str(line.reference)
+    }
+    if line.stripe_object_id.startswith("tr_") and line.stripe_object_id not in found:
+        found[line.stripe_object_id] = gateway.transfer_retrieve(line.stripe_object_id)
+    return list(found.values())
+
+
+def _cancel_payment(line: SettlementLine, payment: gateway.PaymentInfo) -> gateway.PaymentInfo:
+    """Cancel one of the line's intents so that it can never collect. Safe to repeat: the
+    idempotency key is the line's attempt and the intent; if Stripe refuses because the
+    intent moved meanwhile (the partner just authenticated), it is read again."""
+    try:
+        return gateway.payment_intent_cancel(
+            payment.id, idempotency_key=f"{line.idempotency_key}-cancel-{payment.id}"
+        )
+    except gateway.PermanentError:
+        return gateway.payment_intent_retrieve(payment.id)
+
+
+def _settle_payments(line: SettlementLine, action: str) -> _StripeVerdict:
+    payments = _line_payments(line)
+    verdict = _StripeVerdict()
+    succeeded = [payment for payment in payments if payment.succeeded]
+    processing = [payment for payment in payments if payment.processing]
+    if processing and not succeeded:
+        # Checked before anything is cancelled: a refusal changes nothing, here or at Stripe.
+        raise InvalidState(
+            f"Stripe is still processing payment {processing[0].id} of this line: it may "
+            f"yet collect the money. Wait for its outcome before you {action} the line",
+            field="lineId",
+        )
+    for payment in [payment for payment in payments if payment.cancellable]:
+        payment = _cancel_payment(line, payment)
+        if payment.succeeded:
+            succeeded.append(payment)
+        elif payment.processing:
+            processing.append(payment)
+        elif payment.status == "canceled":
+            verdict.notes.append(f"cancelled {payment.id} at Stripe")
+        else:
+            raise InvalidState(
+                f"Stripe would not cancel payment {payment.id} of this line (it is "
+                f"{payment.status}): try again",
+                field="lineId",
+            )
+    if not succeeded:
+        if processing:
+            raise InvalidState(
+                f"Stripe is now processing payment {processing[0].id} of this line: wait "
+                f"for its outcome before you {action} the line",
+                field="lineId",
+            )
+        return verdict
+    # The money is in after all (a 3-D Secure completed late, say): the line is paid.
+    own = [payment for payment in succeeded if payment.id == line.stripe_object_id]
+    paid_by = (own or succeeded)[0]
+    verdict.paid_by, verdict.stripe_status = paid_by.id, paid_by.status
+    verdict.notes.insert(
+        0, f"Stripe collected {paid_by.id}: the line is paid (asked to {action} it)"
+    )
+    others = [payment.id for payment in succeeded + processing if payment.id != paid_by.id]
+    if others:
+        verdict.notes.append(
+            f"{', '.join(others)} also succeeded or may: collected more than once? "
+            "(see the run's reconciliation)"
+        )
+    return verdict
+
+
+def _settle_transfers(line: SettlementLine, action: str) -> _StripeVerdict:
+    live = [transfer for transfer in _line_transfers(line) if not transfer.reversed]
+    if not live:
+        return _StripeVerdict()  # nothing sent, or all of it came back
+    own = [transfer for transfer in live if transfer.id == line.stripe_object_id]
+    paid_by = (own or live)[0]
+    verdict = _StripeVerdict(
+        paid_by=paid_by.id,
+        stripe_status="partially_reversed" if paid_by.amount_reversed else "paid",
+        notes=[f"Stripe holds transfer {paid_by.id}: the line is paid (asked to {action} it)"],
+    )
+    if len(live) > 1:
+        verdict.notes.append(
+            f"{len(live)} live transfers: paid more than once? (see the run's reconciliation)"
+        )
+    return verdict
+
+
+def _settle_at_stripe(line: SettlementLine, *, action: str) -> _StripeVerdict:
+    """Before a failed line is tried again or carried forward, make sure none of its
+    earlier Stripe attempts can still move money: a payment that succeeded (3-D Secure
+    completed late) or a transfer that exists means the line is paid; one still processing
+    refuses the action; one that can still succeed is cancelled at Stripe first.
+
+    Stripe being unreachable refuses the action (`INVALID_STATE`), nothing changed."""
+    try:
+        if line.direction == Direction.COLLECT:
+            return _settle_payments(line, action)
+        if line.direction == Direction.PAY_OUT:
+            return _settle_transfers(line, action)
+    except gateway.GatewayError as exc:
+        raise InvalidState(
+            f"Stripe could not be asked about this line's earlier attempts ({exc.message}): "
+            "nothing was changed; try again",
+            field="lineId",
+        ) from exc
+    return _StripeVerdict()
+
+
+def _paid_after_all(
+    *, run: SettlementRun, line: SettlementLine, verdict: _StripeVerdict, user: Any
+) -> SettlementLine:
+    from .execution import _set_line_status, run_finish_if_done
+
+    line.stripe_object_id = verdict.paid_by
+    line.stripe_status = verdict.stripe_status
+    _set_line_status(line, LineStatus.PAID, label=None, user=user, note="; ".join(verdict.notes))
+    run_finish_if_done(run=run, label=None, user=user)
+    return line
+
+
+# --------------------------------------------------------------------------- retry, carry
+
+
 def line_retry(*, line: SettlementLine, user: Any) -> SettlementLine:
-    """Try a failed line again (a new Stripe attempt with a new idempotency key)."""
+    """Try a failed line again (a new Stripe attempt with a new idempotency key), once no
+    earlier attempt can still move its money: a line Stripe paid after all is marked paid
+    (and returned so) instead; a payment still processing refuses the retry."""
     require_staff(user, action="retry settlement lines")
     with transaction.atomic():
-        run = _lock_run(line.run_id)
+        # The line first, then its run: the order the webhooks lock them in.
         line = _lock_line(line)
         if line.status != LineStatus.FAILED:
             raise InvalidState(f"Only a failed line can be retried; this one is {line.status}")
+        verdict = _settle_at_stripe(line, action="retry")
+        run = _lock_run(line.run_id)
+        if verdict.paid_by:
+            return _paid_after_all(run=run, line=line, verdict=verdict, user=user)
         line.attempt += 1
         line.stripe_object_id = ""
         line.stripe_status = ""
@@ -163,7 +335,7 @@ def line_retry(*, line: SettlementLine, user: Any) -> SettlementLine:
             from_status=LineStatus.FAILED,
             to_status=LineStatus.PENDING,
             user=user,
-            note=f"retry, attempt {line.attempt}",
+            note="; ".join([f"retry, attempt {line.attempt}", *verdict.notes]),
         )
         if run.status != Status.EXECUTING:
             _move(run, Status.EXECUTING, user=user, note=f"retry of line #{line.pk}")
@@ -173,29 +345,60 @@ def line_retry(*, line: SettlementLine, user: Any) -> SettlementLine:
 
 
 def line_carry_forward(*, line: SettlementLine, user: Any, reason: str = "") -> SettlementLine:
-    """Give up on a failed line for this run: its amount joins the counterparty's next run."""
+    """Give up on a failed line for this run: its amount joins the counterparty's next run
+    and leaves this run's pay-outs or collections for its carried-forward balance. As for a
+    retry, earlier Stripe attempts are settled first (a line paid after all is marked paid)."""
     require_staff(user, action="carry settlement lines forward")
     from .execution import run_finish_if_done
 
     with transaction.atomic():
-        run = _lock_run(line.run_id)
         line = _lock_line(line)
         if line.status != LineStatus.FAILED:
             raise InvalidState(
                 f"Only a failed line can be carried forward; this one is {line.status}"
             )
+        verdict = _settle_at_stripe(line, action="carry forward")
+        run = _lock_run(line.run_id)
+        if verdict.paid_by:
+            return _paid_after_all(run=run, line=line, verdict=verdict, user=user)
+        direction = line.direction
         line.status = LineStatus.CARRIED_FORWARD
-        line.direction = SettlementLine.Direction.CARRY_FORWARD
+        line.direction = Direction.CARRY_FORWARD
         line.hold_reason = reason or f"Carried forward after failing: {line.failure_reason}"[:255]
         line.updated_at = timezone.now()
         line.save()
+        run_totals_carry(run=run, line=line, direction=direction)
         record_transition(
             run=run,
             line=line,
             from_status=LineStatus.FAILED,
             to_status=LineStatus.CARRIED_FORWARD,
             user=user,
-            note=reason,
+            note="; ".join(note for note in [reason, *verdict.notes] if note),
         )
         run_finish_if_done(run=run, label=None, user=user)
     return line
+
+
+def run_totals_carry(
+    *, run: SettlementRun, line: SettlementLine, direction: str, undo: bool = False
+) -> None:
+    """Move a line's amount from the run's pay-outs (or collections) to its carried-forward
+    balance, or back (`undo`: a carried line Stripe paid after all, before any run took
+    it in). The run's row must be locked.
+
+    The run's identity  collected - paid out == revenue + float_end - float_start  holds
+    either way (both sides move by the line's net), and the next run's carried_in and
+    float_start take exactly what this run's carried_forward and float_end leave."""
+    net = -line.net_amount if undo else line.net_amount
+    if direction == Direction.PAY_OUT:
+        run.total_paid_out -= net
+    elif direction == Direction.COLLECT:
+        run.total_collected += net  # a collection's net is negative
+    else:
+        return  # already counted as carried when the run was computed
+    run.carried_forward += net
+    run.float_end += net
+    if run.total_collected - run.total_paid_out != run.operator_revenue + run.float_change:
+        raise AssertionError(f"run {run.pk}: the totals do not tie")  # a programming error
+    run.save(update_fields=["total_paid_out", "total_collected", "carried_forward", "float_end"])

@@ -25,7 +25,9 @@ from partners.models import Partner
 
 from .. import stripe_gateway as gateway
 from ..models import ConnectedPayout, SettlementLine, SettlementRun, StripeEvent
+from .common import record_transition
 from .execution import _fail, _set_line_status, apply_payment, run_finish_if_done
+from .runs import run_totals_carry
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ PAYOUT_EVENTS = frozenset(
     {"payout.paid", "payout.failed", "payout.canceled", "payout.updated", "payout.created"}
 )
 HANDLED_EVENTS = TRANSFER_EVENTS | PAYMENT_EVENTS | PAYOUT_EVENTS
+# How a line's history flags money Stripe moved that the line no longer expects.
+NEEDS_FINANCE = "NEEDS FINANCE"
 
 
 def stripe_event_receive(*, event: gateway.WebhookEvent) -> tuple[StripeEvent, bool]:
@@ -86,18 +90,38 @@ def stripe_event_process(*, event_id: str) -> str:
             return "unknown event"
         if event.processed_at is not None:
             return event.outcome
-        if event.type in TRANSFER_EVENTS:
-            outcome = _transfer_changed(event)
-        elif event.type in PAYMENT_EVENTS:
-            outcome = _payment_changed(event)
-        elif event.type in PAYOUT_EVENTS:
-            outcome = _payout_changed(event)
-        else:
-            outcome = "ignored: not an event settlement handles"
+        try:
+            with transaction.atomic():
+                outcome = _apply(event)
+        except gateway.PermanentError as exc:
+            # Stripe will never give this object (no such object, not ours to see): retrying
+            # would fail the same way, forever, and crowd out the events that can succeed.
+            # Its outcome says so, for finance; transient failures still propagate (retried).
+            logger.error(
+                "Stripe event %s (%s): %s refused for good: %s",
+                event.event_id,
+                event.type,
+                event.object_id,
+                exc.message,
+            )
+            outcome = (
+                f"failed for good: Stripe refused {event.object_id or 'its object'} "
+                f"({exc.code or 'error'}): {exc.message}"
+            )
         event.processed_at = timezone.now()
         event.outcome = outcome[:2000]
         event.save(update_fields=["processed_at", "outcome"])
     return outcome
+
+
+def _apply(event: StripeEvent) -> str:
+    if event.type in TRANSFER_EVENTS:
+        return _transfer_changed(event)
+    if event.type in PAYMENT_EVENTS:
+        return _payment_changed(event)
+    if event.type in PAYOUT_EVENTS:
+        return _payout_changed(event)
+    return "ignored: not an event settlement handles"
 
 
 def _line_for(stripe_id: str, metadata: dict[str, str]) -> SettlementLine | None:
@@ -117,17 +141,121 @@ def _finish(line: SettlementLine, label: str) -> None:
     run_finish_if_done(run=run, label=label)
 
 
+def _anomaly(line: SettlementLine, label: str, message: str, *, stripe_id: str) -> str:
+    """Stripe moved money for a line that no longer expects it (an earlier attempt's, or
+    after the line was carried into another run): nothing the webhook may settle by
+    itself. Recorded for finance — in the line's history (shown with the run), as an
+    error in the log, and the run reconciled again (which reports a second payment of a
+    collection, or a second transfer, as a duplicate). Once per line and Stripe object,
+    however many events tell of it."""
+    flagged = line.transitions.filter(note__startswith=NEEDS_FINANCE, note__contains=stripe_id)
+    if flagged.exists():
+        return f"needs finance (already recorded): {message}"
+    logger.error("settlement line %s: %s", line.pk, message)
+    record_transition(
+        run=line.run,
+        line=line,
+        from_status=line.status,
+        to_status=line.status,
+        label=label,
+        note=f"{NEEDS_FINANCE}: {message}",
+    )
+    celery_task_enqueue("settlement.tasks.reconcile_run", line.run_id)
+    return f"needs finance: {message}"
+
+
+def _paid_after_all(
+    line: SettlementLine, *, stripe_id: str, stripe_status: str, label: str, note: str
+) -> str:
+    """A failed (or not yet re-attempted) line whose money Stripe moved after all, by an
+    object of an earlier attempt: the line is paid by it, so that nobody retries or carries
+    forward money already moved."""
+    before = line.status
+    line.stripe_object_id = stripe_id
+    line.stripe_status = stripe_status
+    _set_line_status(line, LineStatus.PAID, label=label, note=note)
+    _finish(line, label)
+    return f"line {line.pk}: {before} → paid by {stripe_id} ({note})"
+
+
+def _carried_line_paid(
+    line: SettlementLine, *, direction: str, stripe_id: str, stripe_status: str, label: str
+) -> str:
+    """Stripe moved the money of a line carried forward. No run took the amount in yet: the
+    line is paid after all and its amount leaves the run's carried-forward balance. A run
+    took it in already: that run counts it again, which only finance can undo."""
+    if line.carried_to_run_id is not None:
+        return _anomaly(
+            line,
+            label,
+            f"Stripe moved {stripe_id} ({stripe_status}) for line {line.pk} after it was "
+            f"carried forward into run #{line.carried_to_run_id}, which counts the amount "
+            f"again: refund or reverse {stripe_id}, or settle run "
+            f"#{line.carried_to_run_id}'s line by hand",
+            stripe_id=stripe_id,
+        )
+    if not (line.failure_code or line.failure_reason):
+        # Carried when the run was computed, never sent: its amount was never counted as
+        # moved, so there is nothing to give back to the run's totals.
+        return _anomaly(
+            line,
+            label,
+            f"Stripe moved {stripe_id} ({stripe_status}) for line {line.pk}, which was "
+            "carried forward when its run was computed and never sent: settle by hand",
+            stripe_id=stripe_id,
+        )
+    run = SettlementRun.objects.select_for_update().get(pk=line.run_id)
+    line.direction = direction
+    line.stripe_object_id = stripe_id
+    line.stripe_status = stripe_status
+    line.hold_reason = ""
+    note = f"{stripe_id} {stripe_status} after the line was carried forward (no run took it in)"
+    _set_line_status(line, LineStatus.PAID, label=label, note=note)
+    run_totals_carry(run=run, line=line, direction=direction, undo=True)
+    run_finish_if_done(run=run, label=label)
+    logger.warning("settlement line %s: %s", line.pk, note)
+    return f"line {line.pk}: carried_forward → paid by {stripe_id}"
+
+
 def _transfer_changed(event: StripeEvent) -> str:
     transfer = gateway.transfer_retrieve(event.object_id)
     line = _line_for(transfer.id, transfer.metadata)
     if line is None:
         return f"no line for transfer {transfer.id}"
     label = f"stripe:{event.event_id}"[:64]
-    current_attempt = transfer.metadata.get("settlement_attempt", str(line.attempt)) == str(
-        line.attempt
-    )
+    attempt = transfer.metadata.get("settlement_attempt", str(line.attempt))
+    current_attempt = attempt == str(line.attempt)
+    status = "partially_reversed" if transfer.amount_reversed else "paid"
     if not current_attempt:
-        return f"transfer {transfer.id} is of an earlier attempt of line {line.pk}"
+        if transfer.reversed or transfer.id == line.stripe_object_id:
+            return f"transfer {transfer.id} is of an earlier attempt of line {line.pk}"
+        # A live transfer of an earlier attempt: the money went out then.
+        if line.status == LineStatus.CARRIED_FORWARD:
+            return _carried_line_paid(
+                line,
+                direction=SettlementLine.Direction.PAY_OUT,
+                stripe_id=transfer.id,
+                stripe_status=status,
+                label=label,
+            )
+        if line.status == LineStatus.FAILED or (
+            line.status == LineStatus.PENDING and not line.stripe_object_id
+        ):
+            return _paid_after_all(
+                line,
+                stripe_id=transfer.id,
+                stripe_status=status,
+                label=label,
+                note=f"transfer {transfer.id} of attempt {attempt}",
+            )
+        return _anomaly(
+            line,
+            label,
+            f"transfer {transfer.id} of attempt {attempt} is live while line {line.pk} is "
+            f"{line.status} (by {line.stripe_object_id or 'nothing'}): paid twice? Reverse "
+            "one or settle by hand",
+            stripe_id=transfer.id,
+        )
     if transfer.reversed:
         if line.status in (LineStatus.PAID, LineStatus.PENDING):
             line.stripe_object_id = transfer.id
@@ -143,6 +271,14 @@ def _transfer_changed(event: StripeEvent) -> str:
             _finish(line, label)
             return f"line {line.pk} failed: transfer reversed"
         return f"line {line.pk} is {line.status}: reversal noted"
+    if line.status == LineStatus.CARRIED_FORWARD:
+        return _carried_line_paid(
+            line,
+            direction=SettlementLine.Direction.PAY_OUT,
+            stripe_id=transfer.id,
+            stripe_status=status,
+            label=label,
+        )
     if transfer.amount_reversed:
         line.stripe_status = "partially_reversed"
         line.save(update_fields=["stripe_status"])
@@ -157,14 +293,57 @@ def _transfer_changed(event: StripeEvent) -> str:
     return f"line {line.pk} is {line.status}: nothing to change"
 
 
+def _is_current_payment(line: SettlementLine, payment: gateway.PaymentInfo) -> bool:
+    """Does this intent speak for the line's current attempt?"""
+    if line.stripe_object_id:
+        return payment.id == line.stripe_object_id
+    return payment.metadata.get("settlement_attempt", str(line.attempt)) == str(line.attempt)
+
+
 def _payment_changed(event: StripeEvent) -> str:
     payment = gateway.payment_intent_retrieve(event.object_id)
     line = _line_for(payment.id, payment.metadata)
     if line is None:
         return f"no line for payment {payment.id}"
-    if line.stripe_object_id and line.stripe_object_id != payment.id:
-        return f"payment {payment.id} is not line {line.pk}'s current payment"
     label = f"stripe:{event.event_id}"[:64]
+    attempt = payment.metadata.get("settlement_attempt", "?")
+    if payment.succeeded and line.status == LineStatus.CARRIED_FORWARD:
+        return _carried_line_paid(
+            line,
+            direction=SettlementLine.Direction.COLLECT,
+            stripe_id=payment.id,
+            stripe_status=payment.status,
+            label=label,
+        )
+    if not _is_current_payment(line, payment):
+        if not payment.succeeded:
+            return (
+                f"payment {payment.id} (attempt {attempt}, {payment.status}) is not line "
+                f"{line.pk}'s current payment: nothing to change"
+            )
+        if line.status == LineStatus.FAILED or (
+            line.status == LineStatus.PENDING and not line.stripe_object_id
+        ):
+            note = f"{payment.id} of attempt {attempt} succeeded"
+            if line.stripe_object_id:
+                note += f" (the line's own {line.stripe_object_id} did not)"
+            return _paid_after_all(
+                line,
+                stripe_id=payment.id,
+                stripe_status=payment.status,
+                label=label,
+                note=note,
+            )
+        return _anomaly(
+            line,
+            label,
+            f"Stripe collected {payment.id} (attempt {attempt}) for line {line.pk}, which "
+            f"is {line.status} by {line.stripe_object_id or 'nothing'}: collected twice? "
+            "Refund one or settle by hand",
+            stripe_id=payment.id,
+        )
+    if line.status == LineStatus.CARRIED_FORWARD:
+        return f"line {line.pk} is carried forward: payment {payment.status}, nothing to change"
     before = line.status
     if payment.succeeded and line.status == LineStatus.FAILED:
         # Stripe says the line's own payment went through after all: the money is in.

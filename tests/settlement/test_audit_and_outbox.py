@@ -119,7 +119,11 @@ def test_execution_retry_and_carry_forward_are_audited_and_stripe_moves_are_not_
     assert (retried.actor, retried.object_id) == (approver, str(collection.pk))
     assert retried.before == {"status": "failed"}
     assert retried.after["status"] == "pending" and retried.after["attempt"] == 2
-    assert retried.after["note"] == "retry, attempt 2"
+    # (the declined attempt's intent is cancelled at Stripe first, so it can never succeed)
+    assert (
+        retried.after["note"]
+        == f"retry, attempt 2; cancelled {collection.stripe_object_id} at Stripe"
+    )
     carried = AuditEvent.objects.get(action="settlement.line.carried_forward")
     assert (carried.actor, carried.object_type) == (approver, "settlement.settlementline")
     assert carried.before == {"status": "failed"}
