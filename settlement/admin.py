@@ -278,11 +278,15 @@ class SettlementLineAdmin(FinancePermissions, admin.ModelAdmin):
     def _each(self, request, queryset, action, done: str):
         for line in queryset:
             try:
-                action(line)
+                result = action(line)
             except CoalitionError as error:
                 self.message_user(request, f"Line #{line.pk}: {error.message}", messages.ERROR)
             else:
-                self.message_user(request, f"Line #{line.pk} {done}.", messages.SUCCESS)
+                if result.status == SettlementLine.Status.PAID:  # Stripe had it paid already
+                    said = "was paid at Stripe by an earlier attempt: marked paid"
+                else:
+                    said = done
+                self.message_user(request, f"Line #{line.pk} {said}.", messages.SUCCESS)
 
     @admin.action(
         description="Retry the failed lines through Stripe", permissions=["manage_settlement"]

@@ -286,13 +286,16 @@ def _act(request, action, target, success: str, *, back_to: str, **names):
     """Let a settlement service act on a run or line, say how it went, and go back to the
     run's page. A refusal or an unreachable Stripe is a message, not an error page."""
     try:
-        action(target)
+        done = action(target)
     except CoalitionError as refusal:
         messages.error(request, refusal.message)
     except gateway.GatewayError as failure:
         # Stripe could not be reached for now: the lines stay pending and execution resumes.
         messages.warning(request, f"Stripe did not answer: {failure.message}. It will resume.")
     else:
+        if isinstance(done, SettlementLine) and done.status == SettlementLine.Status.PAID:
+            # Retry and carry forward look at Stripe first: an earlier attempt had paid.
+            success = "Line #{line.pk} was paid at Stripe by an earlier attempt: marked paid."
         messages.success(request, success.format(**names))
     return redirect(back_to)
 

@@ -162,6 +162,23 @@ def test_a_retry_after_3ds_succeeded_late_marks_the_line_paid_and_collects_nothi
     assert first in transition.note and transition.actor == approver
 
 
+def test_the_dashboard_says_a_retried_line_was_paid_by_its_earlier_attempt(
+    client, stripe_bed, waiting_for_3ds, approver, django_capture_on_commit_callbacks
+):
+    # Given the partner completed 3-D Secure after the line failed
+    collection = waiting_for_3ds["collection"]
+    assert authenticate(stripe_bed, collection.stripe_object_id) == 200
+
+    # When finance retries the line from the dashboard
+    client.force_login(approver)
+    with django_capture_on_commit_callbacks(execute=True):
+        page = client.post(f"/finance/lines/{collection.pk}/retry/", follow=True)
+
+    # Then the page says what happened: paid by the earlier attempt, not queued again
+    text = page.content.decode()
+    assert "paid at Stripe by an earlier attempt" in text and "queued again" not in text
+
+
 def test_a_payment_still_processing_refuses_retry_and_carry_forward_and_changes_nothing(
     stripe_bed, waiting_for_3ds, approver, monkeypatch
 ):
