@@ -303,7 +303,16 @@ def _check_payments(run: SettlementRun, lines: list[SettlementLine]) -> tuple[li
     # Other succeeded payments that name this run: charged twice, or by hand. One refunded
     # in full (or lost to a dispute) holds no money, as a fully reversed transfer.
     current = {line.stripe_object_id for line in collections}
-    customers = sorted({line.partner.stripe_customer_id for line in collections} - {""})
+    # Lines carried forward after Stripe was asked to collect them too: a payment of theirs
+    # that succeeded late is money no line of this run accounts for.
+    asked = collections + [
+        line
+        for line in lines
+        if line.partner_id
+        and line.stripe_object_id.startswith("pi_")
+        and line.direction != Direction.COLLECT
+    ]
+    customers = sorted({line.partner.stripe_customer_id for line in asked} - {""})
     for customer in customers:
         try:
             payments = gateway.payment_intents_of_customer(customer)

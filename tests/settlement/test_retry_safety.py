@@ -432,6 +432,12 @@ def test_a_carried_line_collected_after_the_next_run_took_it_is_recorded_for_fin
     flagged = collection.transitions.get(note__startswith=NEEDS_FINANCE)
     assert flagged.actor_label == f"stripe:{event.event_id}"
     assert f"run #{second.pk}" in flagged.note and collection.stripe_object_id in flagged.note
+    # And reconciling the first run shows the money no line of it accounts for
+    report = services.run_reconcile(run=run)
+    assert not report.clean
+    assert [d["stripe_id"] for d in report.differences if d["kind"] == "duplicate"] == [
+        collection.stripe_object_id
+    ]
 
 
 def test_an_earlier_attempt_collected_after_a_retry_collected_too_is_flagged_as_a_duplicate(
