@@ -91,6 +91,17 @@ def charity(db):
     return factories.CharityFactory()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    """Every test starts with no request counted against the rate limits (the API's and
+    the portal login's share the cache, and every test client is 127.0.0.1)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def staff_user(db):
     return factories.finance_staff("finance")

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
-from django.core.cache import cache
 from graphql_relay import to_global_id
 
 from tests import factories
@@ -61,13 +60,6 @@ class Api:
     def mutate(self, field: str, query: str, input: dict, *, token=None) -> dict:
         """Run a one-field mutation document; return its payload."""
         return self(query, {"input": input}, token=token).payload(field)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rate_limits():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

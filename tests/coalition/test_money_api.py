@@ -6,7 +6,6 @@ import csv
 import io
 
 import pytest
-from django.core.cache import cache
 from django.core.management import call_command
 
 from coalition.money import MAX_INTEGER_DIGITS
@@ -32,13 +31,6 @@ mutation RecordMany($input: RecordPurchasesInput!) {
     errors { field code message }
   }
 }"""
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rate_limits():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 per client address and per email — so neither path gets around the other."""
 
 import pytest
-from django.core.cache import cache
 from django.test import override_settings
 
 from tests import factories
@@ -16,13 +15,6 @@ API_LOGIN = """
 mutation Login($input: MemberLoginInput!) {
   memberLogin(input: $input) { token errors { field code message } }
 }"""
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rate_limits():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture
