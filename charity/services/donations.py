@@ -14,11 +14,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from django.db import transaction as db_transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from coalition import services as ledger
-from coalition.models import LedgerTransaction, Member
+from coalition.errors import CoalitionError
+from coalition.models import Account, LedgerTransaction, Member
 from coalition.money import points_value
 from coalition.outbox import celery_task_enqueue
 
@@ -207,6 +209,7 @@ def donation_refund(
 
     Members cannot undo a donation; this is the operator's correction (reversing
     transactions, the originals stay). The campaign's cap is freed by the match taken back.
+    Points given back to a closed (erased) member go on to breakage (`transaction_reverse`).
     """
     reason = ledger.validate_text(reason, field="reason", required=True)
     if refunded_by is None or not getattr(refunded_by, "is_staff", False):
@@ -217,15 +220,30 @@ def donation_refund(
     locked = Donation.objects.select_for_update().get(pk=donation.pk)
     if locked.refunded_at is not None:
         raise AlreadyReversed("The donation is already refunded", field="donationId")
-    claimed = [locked.transaction_id] + (
-        [locked.match_transaction_id] if locked.match_transaction_id else []
-    )
-    if settlement_bridge.transactions_claimed(transaction_ids=claimed):
+    if _claimed(locked):
         raise InvalidState(
             "The donation was already settled to the charity and cannot be refunded",
             field="donationId",
         )
-    caller = f"staff:{refunded_by.pk}"
+    return _refund(
+        locked, caller=f"staff:{refunded_by.pk}", refunded_by=refunded_by, reason=reason, now=now
+    )
+
+
+def _claimed(donation: Donation) -> bool:
+    """Has a settlement run claimed the donation or its match for the charity?"""
+    claimed = [donation.transaction_id] + (
+        [donation.match_transaction_id] if donation.match_transaction_id else []
+    )
+    return settlement_bridge.transactions_claimed(transaction_ids=claimed)
+
+
+def _refund(
+    locked: Donation, *, caller: str, refunded_by: Any, reason: str, now: datetime
+) -> Donation:
+    """Refund a donation the caller has checked and locked (after the member's wallet):
+    reverse its DONATE and its match, free the campaign's cap, mark the receipt refunded
+    and record it in the audit trail (`refunded_by` None: the system did it)."""
     locked.refund_transaction = ledger.transaction_reverse(
         caller=caller,
         idempotency_key=f"donation-refund:{locked.pk}",
@@ -273,6 +291,156 @@ def donation_refund(
         },
     )
     return locked
+
+
+# --------------------------------------------------------------------------- refunded earns
+
+ROUND_UP_CALLER = "system:round-up"
+
+
+def round_up_key(earn_id: int, *, reversed_points: int | None = None) -> str:
+    """The idempotency key (caller ROUND_UP_CALLER) of an earn's round-up donation, or of
+    the donation re-issued for the share kept once `reversed_points` of the earn were
+    reversed."""
+    if reversed_points is None:
+        return f"round-up:{earn_id}"
+    return f"round-up:{earn_id}:kept-after:{reversed_points}"
+
+
+def round_up_refund_on_reversal(event: Any) -> Donation | None:
+    """A reversal hook (`coalition.services.reversals`, before the reversal posts): refund
+    the round-up donation of a refunded earn, in proportion.
+
+    The charity keeps floor(round-up × unreversed points / earned points) — the round-up
+    rule itself, applied to what is left of the earn, rounded down in the member's favour;
+    so a full reversal refunds all of it. The donation is refunded through the refund path
+    (its DONATE and match reversed, the campaign's cap freed, the receipt marked refunded);
+    a share kept is given again as a new round-up donation with a new receipt, dated,
+    priced and matched (in proportion, from the same campaign) as the first one. The
+    points come back to the member before the reversal takes the earn back.
+
+    Left as it is (the member bears the share, as a debt if the wallet cannot cover it):
+    - a donation a settlement run has claimed for the charity (the money is, or is being,
+      paid out; a refund can no longer reach it);
+    - a partial reversal whose kept share the wallet cannot give again (a member in debt,
+      or closed): giving it back in full would take it from the charity, so nothing moves
+      and the next (full) reversal refunds it all;
+    - a round-up staff already refunded.
+    """
+    earn = event.original
+    if earn.kind != LedgerTransaction.Kind.EARN or earn.member_id is None:
+        return None
+    # The first round-up, and the re-issues after each earlier partial reversal.
+    keys = [round_up_key(earn.pk)]
+    reversed_so_far = 0
+    for points in earn.reversals.order_by("id").values_list("member_points", flat=True):
+        reversed_so_far += abs(points)
+        keys.append(round_up_key(earn.pk, reversed_points=reversed_so_far))
+    donations = {
+        donation.transaction.idempotency_key: donation
+        for donation in Donation.objects.select_related("transaction").filter(
+            transaction__caller=ROUND_UP_CALLER,
+            transaction__idempotency_key__in=keys,
+            member_id=earn.member_id,
+        )
+    }
+    first = donations.get(keys[0])
+    live = [donation for donation in donations.values() if donation.refunded_at is None]
+    if first is None or not live:
+        return None
+    # The member's wallet is locked (the reversal's caller); then the donation row.
+    live_donation = Donation.objects.select_for_update().get(pk=live[0].pk)
+    if live_donation.refunded_at is not None:
+        return None
+    earned = earn.member_points
+    kept = first.points * (earned - event.reversed_after) // earned
+    if kept >= live_donation.points or _claimed(live_donation):
+        return None
+    reason = f"transaction {earn.pk} reversed"
+    try:
+        with db_transaction.atomic():  # a refused re-issue undoes the refund too
+            _refund(
+                live_donation,
+                caller=ROUND_UP_CALLER,
+                refunded_by=None,
+                reason=reason,
+                now=event.now,
+            )
+            if kept == 0:
+                return live_donation
+            return _round_up_reissue(
+                live_donation,
+                points=kept,
+                idempotency_key=round_up_key(earn.pk, reversed_points=event.reversed_after),
+                now=event.now,
+            )
+    except CoalitionError as refusal:
+        logger.warning(
+            "round-up %s of reversed earn %s left whole: %s", live_donation.pk, earn.pk, refusal
+        )
+        return None
+
+
+def _round_up_reissue(
+    refunded: Donation, *, points: int, idempotency_key: str, now: datetime
+) -> Donation:
+    """Give again the share of a refunded round-up that the charity keeps: a new DONATE from
+    the member's wallet and a new receipt, at the first donation's date and price, matched
+    by its campaign in proportion (rounded down; none if the sponsor is no longer active).
+    Not the member's activity: their last activity is left as it was."""
+    member = refunded.member
+    last_activity = (
+        Account.objects.filter(member_id=member.pk).values_list("last_activity_at", flat=True).get()
+    )
+    donate = ledger.points_donate(
+        caller=ROUND_UP_CALLER,
+        idempotency_key=idempotency_key,
+        member=member,
+        charity=refunded.charity,
+        points=points,
+        metadata={"source": Source.ROUND_UP, "reissueOf": refunded.pk},
+        now=now,
+    )
+    Account.objects.filter(member_id=member.pk).update(last_activity_at=last_activity)
+    campaign = refunded.campaign
+    matched = refunded.matched_points * points // refunded.points
+    match_transaction = None
+    if matched > 0 and campaign.sponsor.status == "active":
+        campaign = MatchingCampaign.objects.select_for_update().get(pk=campaign.pk)
+        match_transaction = ledger.points_match(
+            caller="system:matching",
+            idempotency_key=f"donation:{donate.pk}",
+            sponsor=campaign.sponsor,
+            charity=refunded.charity,
+            points=matched,
+            metadata={
+                "campaign": campaign.pk,
+                "donation_transaction": donate.pk,
+                "member": member.pk,
+            },
+            now=now,
+        )
+        # The refund just freed at least as much of the cap.
+        MatchingCampaign.objects.filter(pk=campaign.pk).update(
+            matched_points=F("matched_points") + matched
+        )
+    else:
+        matched = 0
+    return Donation.objects.create(
+        member=member,
+        charity=refunded.charity,
+        transaction=donate,
+        source=Source.ROUND_UP,
+        points=points,
+        value=points_value(points, refunded.donation_price, refunded.currency),
+        currency=refunded.currency,
+        donation_price=refunded.donation_price,
+        campaign=campaign if matched else None,
+        matched_points=matched,
+        match_transaction=match_transaction,
+        receipt_number=receipt_number_next(year=timezone.localtime(now).year),
+        created_at=refunded.created_at,
+    )
 
 
 def donation_for_transaction(*, transaction: LedgerTransaction) -> Donation | None:

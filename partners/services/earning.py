@@ -27,18 +27,23 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
 from coalition import services as ledger
 from coalition.errors import CurrencyMismatch, InvalidInput, MemberNotActive, NotFound
-from coalition.models import LedgerTransaction, Member
+from coalition.models import Account, LedgerTransaction, Member
 from coalition.money import parse_amount
 
 from .. import webhooks
 from ..models import Partner, Promotion, PromotionAward, ReferralReward, Store
 from .accounts import require_active_partner
 
+REFERRAL_CALLER = "system:referral"
+# A referral bonus is clawed back when its qualifying purchase is refunded in full within
+# this many days (settings.COALITION["REFERRAL_CLAWBACK_DAYS"] overrides it).
+REFERRAL_CLAWBACK_DAYS = 30
 MAX_LINE_ITEMS = 500
 MAX_AMOUNT = Decimal("100000000")
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -646,8 +651,8 @@ def _referral_bonus(referee: Member, now: datetime) -> None:
         if member.status != Member.Status.ACTIVE:
             continue
         ledger.points_earn(
-            caller="system:referral",
-            idempotency_key=f"referral:{referee.pk}:{role}",
+            caller=REFERRAL_CALLER,
+            idempotency_key=_referral_key(referee.pk, role),
             member=member,
             operator_points=points,
             kind=LedgerTransaction.Kind.BONUS,
@@ -655,5 +660,109 @@ def _referral_bonus(referee: Member, now: datetime) -> None:
             # referrer sees this reference in their history.
             reference="referral bonus",
             metadata={"breakdown": [_bonus_component("Referral bonus", points)]},
+            now=now,
+        )
+
+
+def _referral_key(referee_id: int, role: str) -> str:
+    return f"referral:{referee_id}:{role}"
+
+
+# --------------------------------------------------------------------------- refunds
+
+
+def earn_rewards_release_on_reversal(event: Any) -> None:
+    """A reversal hook (`coalition.services.reversals`, after the reversal posts): a purchase
+    refunded in full gives back what it used of promotions and of the referral bonus.
+
+    - Promotions: its awards are removed and budgeted promotions' `awarded_points` lowered
+      by them, so a refunded purchase uses up neither a per-member limit nor a budget (the
+      points themselves went back to their funders with the reversal). A partial refund
+      keeps the award: the purchase still happened.
+    - Referral: when the refunded purchase is the one that gave the referral bonus, and
+      it is refunded within REFERRAL_CLAWBACK_DAYS of it, both bonuses (referee's and
+      referrer's) are reversed — each only as far as that member can spend now, so no
+      wallet goes negative or below its holds over it; the rest is forgiven. The bonus
+      stays given (once only): a later purchase of the referee does not give it again.
+      After the window, or on a partial refund, the bonuses stay.
+    """
+    earn = event.original
+    if earn.kind != LedgerTransaction.Kind.EARN or not event.fully_reversed:
+        return
+    _promotion_awards_release(earn)
+    _referral_bonus_claw_back(earn, event.now)
+
+
+def _promotion_awards_release(earn: LedgerTransaction) -> None:
+    awards = list(PromotionAward.objects.filter(transaction=earn))
+    if not awards:
+        return
+    released: dict[int, int] = {}
+    for award in awards:
+        released[award.promotion_id] = released.get(award.promotion_id, 0) + award.points
+    # As `_post_purchase`: budgets are the shared counter, locked after the wallet, in id order.
+    budgeted = (
+        Promotion.objects.select_for_update()
+        .filter(pk__in=list(released), budget_points__isnull=False)
+        .order_by("pk")
+        .values_list("pk", "awarded_points")
+    )
+    for promotion_id, awarded in list(budgeted):
+        Promotion.objects.filter(pk=promotion_id).update(
+            awarded_points=max(awarded - released[promotion_id], 0)
+        )
+    PromotionAward.objects.filter(pk__in=[award.pk for award in awards]).delete()
+
+
+def _referral_bonus_claw_back(earn: LedgerTransaction, now: datetime) -> None:
+    referee = Member.objects.filter(pk=earn.member_id).values("pk", "referred_by_id").first()
+    if referee is None or referee["referred_by_id"] is None:
+        return
+    days = settings.COALITION.get("REFERRAL_CLAWBACK_DAYS", REFERRAL_CLAWBACK_DAYS)
+    if now - earn.created_at > timedelta(days=days):
+        return
+    if not ReferralReward.objects.filter(referee_id=referee["pk"]).exists():
+        return
+    bonuses = list(
+        LedgerTransaction.objects.filter(
+            caller=REFERRAL_CALLER,
+            idempotency_key__in=[
+                _referral_key(referee["pk"], "referee"),
+                _referral_key(referee["pk"], "referrer"),
+            ],
+            kind=LedgerTransaction.Kind.BONUS,
+        ).order_by("member_id")
+    )
+    if not bonuses:
+        return
+    # The qualifying purchase: the referee's first earn posted with the bonus (the same
+    # moment, in the same database transaction; in a batch, the member's first of it).
+    qualifying = (
+        LedgerTransaction.objects.filter(
+            member_id=referee["pk"],
+            kind=LedgerTransaction.Kind.EARN,
+            created_at=bonuses[0].created_at,
+            pk__lt=bonuses[0].pk,
+        )
+        .order_by("id")
+        .values_list("id", flat=True)
+        .first()
+    )
+    if qualifying != earn.pk:
+        return
+    # The referee's wallet is locked by the reversal; the referrer's is locked here. Nothing
+    # else locks a referrer's wallet after its referee's, except this same path.
+    wallets = ledger.wallets_lock(member_ids=[bonus.member_id for bonus in bonuses])
+    for bonus in bonuses:
+        wallet: Account = wallets[bonus.member_id]
+        take = min(ledger.reversible_points(bonus), max(wallet.balance - wallet.held, 0))
+        if take <= 0:
+            continue
+        ledger.transaction_reverse(
+            caller=REFERRAL_CALLER,
+            idempotency_key=f"referral-clawback:{bonus.pk}",
+            transaction_to_reverse=bonus,
+            points=take,
+            reason=f"qualifying purchase {earn.pk} refunded",
             now=now,
         )

@@ -91,6 +91,7 @@ class Txn:
     kind: str
     member_points: int
     reversed: int = 0
+    from_breakage: int = 0  # an earn's expired points its reversals took back from breakage
 
 
 @dataclass
@@ -158,6 +159,21 @@ class LedgerMachine(RuleBasedStateMachine):
         for h in self.wallets[m].holds:
             if h.status == Status.ACTIVE and h.expires_at <= self.now:
                 h.status = Status.EXPIRED
+
+    def breakage_share(self, earn: Txn, amount: int) -> int:
+        """What reversing `amount` of an earn takes back out of breakage rather than from the
+        wallet: once what the member still holds of the earn's lot is taken, what that lot
+        lost to the expiries seen so far and breakage has not given back yet."""
+        lots = dict(PointLot.objects.filter(transaction=earn.obj).values_list("id", "remaining"))
+        wanted = amount - min(amount, sum(lots.values()))
+        lost = sum(
+            points
+            for t in self.txns
+            if t.kind == Kind.EXPIRE
+            for lot_id, points in t.obj.metadata["lots"]
+            if lot_id in lots
+        )
+        return min(wanted, lost - earn.from_breakage)
 
     def spend_refusal(self, m: int, points: int) -> ErrorCode | None:
         wallet = self.wallets[m]
@@ -306,13 +322,20 @@ class LedgerMachine(RuleBasedStateMachine):
             refusal = ErrorCode.INVALID
         else:
             refusal = None
+        amount = left if points is None else points
+        # An earn's points that already expired come back out of breakage, not the wallet.
+        from_breakage = (
+            self.breakage_share(original, amount)
+            if refusal is None and original.kind == Kind.EARN
+            else 0
+        )
         if self.attempt(refusal, run, m=original.member) is None:
             return
-        amount = left if points is None else points
         direction = 1 if original.member_points > 0 else -1
         original.reversed += amount
+        original.from_breakage += from_breakage
         wallet = self.wallets[original.member]
-        wallet.balance -= direction * amount
+        wallet.balance -= direction * amount - from_breakage
         wallet.earn_reversed |= original.kind == Kind.EARN
 
     def time_passes(self, data):
