@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
@@ -124,8 +125,27 @@ def seed(*, stdout=None, members: int = MEMBERS, days: int = DAYS) -> SeedReport
     """
     from django.test.utils import override_settings
 
+    demo_only()
     with override_settings(EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend"):
         return _seed(stdout=stdout, members=members, days=days)
+
+
+class NotADemo(Exception):
+    """The demo would be seeded where real money moves."""
+
+
+def demo_only() -> None:
+    """The demo creates users whose passwords are published (the README's) and executes a
+    settlement run through the configured Stripe: only against the local emulator (a
+    Stripe address on this machine), never a real programme's Stripe account."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(settings.STRIPE_API_BASE).hostname or ""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise NotADemo(
+            f"seed_demo runs against the local Stripe emulator only, not {settings.STRIPE_API_BASE}"
+            ": it creates users with published passwords and moves settlement money"
+        )
 
 
 def _seed(*, stdout, members: int, days: int) -> SeedReport:

@@ -1,11 +1,13 @@
-"""The Celery app. Tasks are discovered in each app's tasks.py; the beat schedule is in settings."""
+"""The Celery app. Tasks are discovered in each app's tasks.py; the beat schedule is in settings.
+Without DJANGO_SETTINGS_MODULE a worker runs the production settings (`./dev run` and the tests
+set theirs)."""
 
 import os
 
 from celery import Celery
 from celery.signals import task_postrun, task_prerun
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 
 app = Celery("coalition")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -103,6 +103,18 @@ def principal_of(info_or_request) -> Principal:
 
 
 def client_address(request) -> str:
+    """The client's address, for rate limits: REMOTE_ADDR, or behind TRUSTED_PROXY_COUNT
+    reverse proxies the address the outermost trusted one saw (that many entries from the
+    right of X-Forwarded-For: those the client wrote itself, further left, are ignored)."""
+    trusted = getattr(settings, "TRUSTED_PROXY_COUNT", 0)
+    if trusted > 0:
+        forwarded = [
+            part.strip()
+            for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+            if part.strip()
+        ]
+        if len(forwarded) >= trusted:
+            return forwarded[-trusted]
     return request.META.get("REMOTE_ADDR") or "unknown"
 
 

@@ -69,6 +69,9 @@ DATABASES = {
 }
 DATABASES["default"].setdefault("ATOMIC_REQUESTS", False)
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+# A kept connection is checked before a request uses it: after a database restart or
+# failover the request gets a new connection, not a 500.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Behind PgBouncer in transaction pooling mode (docs/scaling.md) a connection's session
 # state does not outlive a transaction: no server-side cursors (Django's .iterator() then
 # reads in one go), and the ledger's prepared statements default to off (COALITION below).
@@ -80,10 +83,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Staff passwords (members' have their own rule, coalition.services.members).
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# How many reverse proxies in front of gunicorn append to X-Forwarded-For (0: none, the
+# client is REMOTE_ADDR). Rate limits per client address count the address the nearest
+# trusted proxy saw; what a client writes into the header itself is never trusted.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 
 LANGUAGE_CODE = "en"
 TIME_ZONE = "UTC"

@@ -8,8 +8,6 @@ import hmac
 import json
 import logging
 import secrets
-import subprocess
-import sys
 from unittest import mock
 
 import pytest
@@ -22,7 +20,6 @@ from config.log_filters import RedactSecretsFilter
 from config.security import SecurityHeadersMiddleware
 from tests import factories
 from tests.api.conftest import PASSWORD, key_for, member_with_password, staff_token_for
-from tests.reliability.conftest import PROJECT
 
 pytestmark = pytest.mark.django_db
 
@@ -177,6 +174,8 @@ def _production_env(**extra) -> dict[str, str]:
             "STRIPE_API_KEY": "sk_live_" + secrets.token_hex(12),
             "STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(12),
             "ALLOWED_HOSTS": "coalition.example.com",
+            "CACHE_URL": "redis://redis.internal:6379/1",
+            "STRIPE_API_BASE": "https://api.stripe.com",
         }
     )
     env.update(extra)
@@ -184,27 +183,15 @@ def _production_env(**extra) -> dict[str, str]:
 
 
 def test_check_deploy_is_clean_with_production_settings():
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=PROJECT,
-        env=_production_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = factories.manage_process(
+        "check", "--deploy", "--fail-level", "WARNING", env=_production_env()
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
 
 def _production_settings(code: str, **env) -> list[str]:
-    result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", code],
-        cwd=PROJECT,
-        env=_production_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = factories.manage_process("shell", "-c", code, env=_production_env(**env))
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout.strip().splitlines()[-1].split()
 
@@ -229,21 +216,55 @@ def test_transaction_pooling_turns_off_session_state_on_every_database(pooling):
 
 
 @pytest.mark.parametrize(
-    "missing", ["SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "STRIPE_WEBHOOK_SECRET"]
+    "missing",
+    [
+        "SECRET_KEY",
+        "DATABASE_URL",
+        "CELERY_BROKER_URL",
+        "STRIPE_WEBHOOK_SECRET",
+        "ALLOWED_HOSTS",
+        "CACHE_URL",
+    ],
 )
 def test_production_refuses_to_start_without_its_secrets(missing):
     env = _production_env()
     env.pop(missing)
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = factories.manage_process("check", env=env)
     assert result.returncode != 0
     assert missing in result.stderr
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        # what .env.example shows, copied as it is
+        ("SECRET_KEY", "change-me-to-50-or-more-random-characters-for-production-use-only"),
+        ("STRIPE_API_KEY", "sk_live_..."),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_..."),
+        # demo values that would run a real programme on test money or the emulator
+        ("STRIPE_API_KEY", "sk_test_" + "4" * 24),
+        ("STRIPE_API_BASE", "http://127.0.0.1:12111"),
+        ("STRIPE_API_BASE", "http://api.stripe.com"),
+        ("CACHE_URL", "locmemcache://coalition"),
+    ],
+)
+def test_production_refuses_placeholders_and_demo_values(name, value):
+    result = factories.manage_process("check", env=_production_env(**{name: value}))
+    assert result.returncode != 0
+    assert name in result.stderr
+
+
+def test_a_staging_deployment_may_say_it_runs_on_stripes_test_keys():
+    staging = _production_env(STRIPE_TEST_MODE="true", STRIPE_API_KEY="sk_test_" + "4" * 24)
+    assert factories.manage_process("check", env=staging).returncode == 0
+
+
+def test_production_sessions_last_a_working_day_and_connections_are_checked():
+    code = (
+        "from django.conf import settings as s; "
+        "print(s.SESSION_COOKIE_AGE, s.DATABASES['default']['CONN_HEALTH_CHECKS'])"
+    )
+    assert _production_settings(code) == [str(8 * 60 * 60), "True"]
 
 
 def test_production_settings_make_cookies_secure():
@@ -252,14 +273,7 @@ def test_production_settings_make_cookies_secure():
         "print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SESSION_COOKIE_HTTPONLY, "
         "s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS > 0, s.DEBUG)"
     )
-    result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", code],
-        cwd=PROJECT,
-        env=_production_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = factories.manage_process("shell", "-c", code, env=_production_env())
     assert result.stdout.strip().splitlines()[-1].split() == [
         "True",
         "True",
@@ -339,3 +353,48 @@ def test_a_staff_session_cannot_use_the_api_without_the_csrf_token(programme, dj
 
     body = json.loads(response.content)
     assert body["errors"][0]["extensions"]["code"] == "PERMISSION_DENIED"
+
+
+# --------------------------------------------------------------------------- behind a proxy
+
+
+def _address_seen(settings, *, remote: str, forwarded: str | None, trusted: int) -> str:
+    from django.test import RequestFactory
+
+    from api.core.auth import client_address
+
+    settings.TRUSTED_PROXY_COUNT = trusted
+    headers = {"REMOTE_ADDR": remote}
+    if forwarded is not None:
+        headers["HTTP_X_FORWARDED_FOR"] = forwarded
+    return client_address(RequestFactory().get("/", **headers))
+
+
+def test_rate_limits_count_the_client_the_trusted_proxy_saw(settings):
+    # Without a proxy the header is the client's own writing: ignored
+    assert _address_seen(settings, remote="203.0.113.9", forwarded="1.2.3.4", trusted=0) == (
+        "203.0.113.9"
+    )
+    # Behind one proxy: the address it appended, not what the client put before it
+    spoofed = "10.0.0.1, 198.51.100.7"
+    assert _address_seen(settings, remote="127.0.0.1", forwarded=spoofed, trusted=1) == (
+        "198.51.100.7"
+    )
+    # Behind two (a load balancer, then nginx): the one the outer proxy saw
+    chain = "10.0.0.1, 198.51.100.7, 192.0.2.10"
+    assert _address_seen(settings, remote="127.0.0.1", forwarded=chain, trusted=2) == (
+        "198.51.100.7"
+    )
+    # A request that did not come through the proxies: its own address
+    assert _address_seen(settings, remote="192.0.2.55", forwarded=None, trusted=1) == ("192.0.2.55")
+
+
+@pytest.mark.django_db
+def test_the_demo_is_never_seeded_against_a_real_stripe(settings):
+    from django.contrib.auth import get_user_model
+    from django.core.management import CommandError, call_command
+
+    settings.STRIPE_API_BASE = "https://api.stripe.com"
+    with pytest.raises(CommandError, match="local Stripe emulator only"):
+        call_command("seed_demo", "--members", "5", "--days", "5")
+    assert not get_user_model().objects.exists()  # no published password anywhere
