@@ -293,6 +293,14 @@ class MatchingCampaignAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False  # deactivate instead: matched donations refer to it
 
+    def save_model(self, request, obj, form, change):
+        if change:
+            # Donations move the matched counter concurrently: never write back the value
+            # read with the form. Lock the row and carry the counter as it is now.
+            current = MatchingCampaign.objects.select_for_update().get(pk=obj.pk)
+            obj.matched_points = current.matched_points
+        obj.save()
+
 
 class RefundForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}))

@@ -696,6 +696,15 @@ class PromotionAwardAdmin(admin.ModelAdmin):
 
 
 class RewardForm(forms.ModelForm):
+    # The stock as the form showed it: what the operator changed is the difference, applied
+    # to the stock as it is when saved (redemptions take from it meanwhile).
+    stock_shown = forms.IntegerField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            self.fields["stock_shown"].initial = self.instance.stock
+
     class Meta:
         model = Reward
         fields = [
@@ -746,6 +755,16 @@ class RewardAdmin(admin.ModelAdmin):
     @admin.display(description="redeemed", ordering="redeemed_count")
     def redeemed(self, reward):
         return reward.redeemed_count
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            # Members redeem concurrently: never write back the stock the form showed. Lock
+            # the row and apply the operator's change (new - shown) to the stock as it is.
+            current = Reward.objects.select_for_update().get(pk=obj.pk)
+            shown = form.cleaned_data.get("stock_shown")
+            if None not in (obj.stock, shown, current.stock):
+                obj.stock = max(0, current.stock + obj.stock - shown)
+        obj.save()
 
 
 @admin.register(RewardRedemption)

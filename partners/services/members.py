@@ -82,13 +82,29 @@ def member_enroll(
         referrer = Member.objects.filter(referral_code=referral_code.strip().upper()).first()
         if referrer is None:
             raise InvalidInput("Unknown referral code", field="referralCode")
-    member = ledger.member_create(
-        email=email,
-        display_name=display_name,
-        password=password or None,
-        birth_date=_parse_birth_date(birth_date),
-        referred_by=referrer,
-    )
+    try:
+        member = ledger.member_create(
+            email=email,
+            display_name=display_name,
+            password=password or None,
+            birth_date=_parse_birth_date(birth_date),
+            referred_by=referrer,
+        )
+    except InvalidInput as refusal:
+        # The same enrolment sent twice at once (a retry after a timeout): the other one
+        # enrolled the email and committed while this one waited for it. Replay it.
+        if refusal.field != "email":
+            raise
+        replayed = _enrolment_replay(
+            caller=caller,
+            idempotency_key=idempotency_key,
+            request=request,
+            password=password,
+            request_hash=request_hash,
+        )
+        if replayed is None:
+            raise
+        return Enrolment(replayed, replayed=True)
     Member.objects.filter(pk=member.pk).update(enrolled_by=partner)
     member.enrolled_by = partner
     welcome = ledger.programme_get().welcome_bonus_points

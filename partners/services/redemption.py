@@ -189,6 +189,13 @@ def reward_redeem(
         raise InvalidState("This reward is no longer available", field="rewardId")
     require_active_partner(reward.partner)
     ledger.wallets_lock(member_ids=[member.pk])
+    # A request with this key that held the lock first (a double click) has redeemed: replay
+    # it, before taking stock or points again.
+    existing = ledger.transaction_replay(
+        caller=caller, idempotency_key=idempotency_key, request_hash=request_hash
+    )
+    if existing is not None:
+        return existing.reward_redemption
     if reward.stock is not None:
         taken = Reward.objects.filter(pk=reward.pk, stock__gt=0).update(stock=F("stock") - 1)
         if not taken:

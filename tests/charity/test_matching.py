@@ -220,3 +220,46 @@ def test_the_cap_is_never_exceeded_under_concurrent_donations(partner, charity, 
     )
     assert Decimal(campaign.ratio) == Decimal("1")
     assert ledger_check().ok
+
+
+def split_moment(name: str, moment) -> dict[str, str]:
+    """A date and time as the admin's split widget posts them."""
+    local = timezone.localtime(moment)
+    return {f"{name}_0": local.strftime("%Y-%m-%d"), f"{name}_1": local.strftime("%H:%M:%S")}
+
+
+def test_an_admin_edit_never_writes_back_a_stale_matched_count(
+    rich_member, charity, sponsor, monkeypatch
+):
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from charity.admin import MatchingCampaignAdmin, MatchingCampaignForm
+
+    # Given a campaign the admin has loaded, and a donation matched after that
+    campaign = factories.campaign(sponsor, charity=charity, ratio="1", cap_points=1000)
+    stale = MatchingCampaign.objects.get(pk=campaign.pk)
+    factories.give(rich_member, charity, 300)
+    assert MatchingCampaign.objects.get(pk=campaign.pk).matched_points == 300
+    form = MatchingCampaignForm(instance=stale)
+    data = {name: form[name].value() for name in form.fields}
+    data = {name: "" if value is None else value for name, value in data.items()}
+
+    # When the operator renames it from the form holding the old count
+    client = Client()
+    client.force_login(get_user_model().objects.create_superuser("op", password="x-Str0ng-pass"))
+    monkeypatch.setattr(MatchingCampaignAdmin, "get_object", lambda *args, **kwargs: stale)
+    response = client.post(
+        f"/admin/charity/matchingcampaign/{campaign.pk}/change/",
+        {
+            **data,
+            "name": "Spring match",
+            **split_moment("starts_at", stale.starts_at),
+            **split_moment("ends_at", stale.ends_at),
+        },  # fmt: skip
+    )
+
+    # Then the name changed and the count still holds the donation matched meanwhile
+    assert response.status_code == 302
+    saved = MatchingCampaign.objects.get(pk=campaign.pk)
+    assert (saved.name, saved.matched_points) == ("Spring match", 300)

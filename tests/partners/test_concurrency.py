@@ -140,3 +140,52 @@ def test_earning_under_an_unbudgeted_promotion_does_not_queue_on_its_row(
     # Then it went through without waiting, and the award is recorded
     assert result.points_awarded == 15
     assert PromotionAward.objects.get(promotion=promotion).points == 5
+
+
+@pytest.mark.parametrize("stock", [1, 5])
+def test_a_double_click_on_a_reward_redeems_once_and_both_get_the_redemption(
+    partner, programme, stock
+):
+    # Given a member with points and a reward (the last unit, or one of several)
+    mug = factories.reward(partner, name="Mug", points_cost=100, stock=stock)
+    member = factories.member()
+    factories.earn(member, partner, 500)
+
+    # When the portal sends the same redemption twice at once (the same key)
+    outcomes = factories.run_concurrently(
+        2,
+        lambda i: services.reward_redeem(member=member, reward_id=mug.pk, idempotency_key="k"),
+    )
+
+    # Then both answers are the one redemption: no error, no "out of stock", one unit taken
+    results, errors = split(outcomes)
+    assert errors == []
+    assert len({redemption.pk for redemption in results}) == 1
+    assert Reward.objects.get(pk=mug.pk).stock == stock - 1
+    assert Account.objects.get(member=member).balance == 400
+    assert selectors.ledger_check().ok
+
+
+def test_an_enrolment_sent_twice_at_once_enrols_once_and_both_get_the_member(programme):
+    from coalition.models import Member
+
+    partner, _ = factories.onboarded_partner()
+
+    # When a partner's retry crosses its first request (the same key, the same details)
+    outcomes = factories.run_concurrently(
+        2,
+        lambda i: services.member_enroll(
+            partner=partner,
+            idempotency_key="enrol-1",
+            email="grace@example.com",
+            display_name="Grace H",
+            password="a-long-password",
+        ),
+    )
+
+    # Then one member is enrolled and both answers are that member (one of them a replay)
+    results, errors = split(outcomes)
+    assert errors == []
+    assert len({enrolment.member.pk for enrolment in results}) == 1
+    assert sorted(enrolment.replayed for enrolment in results) == [False, True]
+    assert Member.objects.filter(email__iexact="grace@example.com").count() == 1

@@ -161,3 +161,26 @@ def test_a_reward_cheaper_than_the_minimum_redemption_can_still_be_redeemed(
     assert redemption.transaction.member_points == -50
     reward.refresh_from_db()
     assert reward.stock == 2
+
+
+def test_an_admin_edit_keeps_the_redemptions_made_while_the_form_was_open(
+    admin_client, rich_member, brand
+):
+    # Given 5 mugs, and an operator who opens the reward's form
+    mug = factories.reward(brand, name="Mug", points_cost=100, stock=5)
+    url = f"/admin/partners/reward/{mug.pk}/change/"
+    form = admin_client.get(url).context["adminform"].form
+    data = {name: form[name].value() or "" for name in form.fields}
+    assert data["stock"] == data["stock_shown"] == 5
+
+    # When two members redeem one each while the form is open
+    redeem_reward(rich_member, mug)
+    redeem_reward(rich_member, mug)
+
+    # Then saving a new description leaves the stock at 3, not the 5 the form showed
+    admin_client.post(url, {**data, "description": "Blue"})
+    assert (Reward.objects.get(pk=mug.pk).description, stock(mug)) == ("Blue", 3)
+    # And restocking by 10 on a form that showed 3 adds 10 to what there is then
+    redeem_reward(rich_member, mug)
+    admin_client.post(url, {**data, "description": "Blue", "stock": 13, "stock_shown": 3})
+    assert stock(mug) == 12
