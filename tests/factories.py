@@ -1,13 +1,19 @@
 """factory_boy factories and helpers that build through the services."""
 
+import os
+import subprocess
+import sys
 from contextlib import contextmanager
 from decimal import Decimal
+from pathlib import Path
 
 import factory
 
 from charity.models import Charity
 from coalition import services
 from partners.models import Partner
+
+PROJECT = Path(__file__).resolve().parents[1]
 
 
 class PartnerFactory(factory.django.DjangoModelFactory):
@@ -369,3 +375,29 @@ def finance_staff(username: str, *, password: str = "x-Str0ng-pass", **extra):
     )
     user.groups.add(finance_group())
     return user
+
+
+def manage_process(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`manage.py ARGS` as an operator runs it: a process of its own in the project folder
+    with ``env`` as its whole environment, its output captured as text. A failure is in
+    its result (returncode, stderr), not raised."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def sqlite_process_env(database: Path) -> dict[str, str]:
+    """The environment of a `manage.py` process on its own SQLite database ``database``,
+    with the test settings and no broker."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{database}",
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+    }
+    env.pop("CELERY_BROKER_URL", None)
+    return env

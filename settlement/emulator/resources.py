@@ -233,10 +233,54 @@ def _reject_unknown(kwargs: dict) -> None:
         raise unknown_params(kwargs)
 
 
+class _RetrieveAndList:
+    """Stripe's retrieve and list endpoints for an object type of this module.
+
+    Retrieve answers ``No such <object>`` for an unknown id. List pages with Stripe's cursors
+    and filters by ``created`` and by equality on the fields named in ``_list_filters``.
+
+    Mixed in before ``StripeObject``, never in place of it: localstripe finds the class of an
+    id to ``expand`` among StripeObject's direct subclasses only.
+    """
+
+    object: str
+    #: The fields a list request may filter on (``destination=acct_...``), as on Stripe.
+    _list_filters: tuple[str, ...] = ()
+
+    @classmethod
+    def _api_retrieve(cls, id):
+        obj = store.get(cls.object + ":" + id)
+        if obj is None:
+            raise no_such(cls.object, id)
+        return obj
+
+    @classmethod
+    def _api_list_all(
+        cls, url, limit=None, starting_after=None, ending_before=None, created=None, **filters
+    ):
+        _reject_unknown(set(filters) - set(cls._list_filters))
+        by_created = _created_filter(created)
+        wanted = {name: value for name, value in filters.items() if value is not None}
+
+        def keep(obj: Any) -> bool:
+            matches = all(getattr(obj, name) == value for name, value in wanted.items())
+            return matches and by_created(obj)
+
+        return paginate(
+            _stored(cls.object),
+            url,
+            noun=cls.object,
+            limit=limit,
+            starting_after=starting_after,
+            ending_before=ending_before,
+            keep=keep,
+        )
+
+
 # --------------------------------------------------------------------------- accounts
 
 
-class Account(StripeObject):
+class Account(_RetrieveAndList, StripeObject):
     """A connected account. The emulator onboards it at once: charges, payouts and every
     requested capability are enabled, nothing is due."""
 
@@ -382,21 +426,6 @@ class Account(StripeObject):
         schedule_webhook(Event("account.updated", obj))
         return obj
 
-    @classmethod
-    def _api_list_all(
-        cls, url, limit=None, starting_after=None, ending_before=None, created=None, **kwargs
-    ):
-        _reject_unknown(kwargs)
-        return paginate(
-            _stored(cls.object),
-            url,
-            noun="account",
-            limit=limit,
-            starting_after=starting_after,
-            ending_before=ending_before,
-            keep=_created_filter(created),
-        )
-
 
 def connected_account_exists(account_id: str) -> bool:
     """Whether ``account_id`` names a connected account (accounts are never scoped)."""
@@ -406,12 +435,13 @@ def connected_account_exists(account_id: str) -> bool:
 # --------------------------------------------------------------------------- transfers
 
 
-class Transfer(StripeObject):
+class Transfer(_RetrieveAndList, StripeObject):
     """Money sent from the platform balance to a connected account."""
 
     object = "transfer"
     _id_prefix = "tr_"
     _source_types = ("bank_account", "card", "fpx")
+    _list_filters = ("destination", "transfer_group")
 
     def __init__(
         self,
@@ -483,13 +513,6 @@ class Transfer(StripeObject):
         return obj
 
     @classmethod
-    def _api_retrieve(cls, id):
-        obj = store.get(cls.object + ":" + id)
-        if obj is None:
-            raise no_such("transfer", id)
-        return obj
-
-    @classmethod
     def _api_update(cls, id, description=None, metadata=None, **kwargs):
         _reject_unknown(kwargs)
         obj = cls._api_retrieve(id)
@@ -499,38 +522,6 @@ class Transfer(StripeObject):
             obj.metadata = _merge_metadata(obj.metadata, metadata)
         schedule_webhook(Event("transfer.updated", obj))
         return obj
-
-    @classmethod
-    def _api_list_all(
-        cls,
-        url,
-        limit=None,
-        starting_after=None,
-        ending_before=None,
-        destination=None,
-        transfer_group=None,
-        created=None,
-        **kwargs,
-    ):
-        _reject_unknown(kwargs)
-        by_created = _created_filter(created)
-
-        def keep(transfer: Transfer) -> bool:
-            return (
-                (destination is None or transfer.destination == destination)
-                and (transfer_group is None or transfer.transfer_group == transfer_group)
-                and by_created(transfer)
-            )
-
-        return paginate(
-            _stored(cls.object),
-            url,
-            noun="transfer",
-            limit=limit,
-            starting_after=starting_after,
-            ending_before=ending_before,
-            keep=keep,
-        )
 
     # Reversals ---------------------------------------------------------------
 
@@ -766,7 +757,7 @@ class CoalitionRefund(Refund):
 # --------------------------------------------------------------------------- disputes
 
 
-class Dispute(StripeObject):
+class Dispute(_RetrieveAndList, StripeObject):
     """A cardholder's dispute of a charge (``dp_...``).
 
     Stripe has no API to open one (its test cards do, some time after the charge); here a
@@ -809,6 +800,7 @@ class Dispute(StripeObject):
         "unrecognized",
     )
     _updatable = frozenset({"evidence", "metadata", "submit"})
+    _list_filters = ("charge", "payment_intent")
 
     def __init__(
         self, charge=None, payment_intent=None, amount=None, reason=None, status=None, **kwargs
@@ -897,13 +889,6 @@ class Dispute(StripeObject):
         schedule_webhook(Event(event_type, self))
 
     @classmethod
-    def _api_retrieve(cls, id):
-        obj = store.get(cls.object + ":" + id)
-        if obj is None:
-            raise no_such("dispute", id)
-        return obj
-
-    @classmethod
     def _api_update(cls, id, **data):
         _reject_unknown(set(data) - cls._updatable)
         obj = cls._api_retrieve(id)
@@ -935,38 +920,6 @@ class Dispute(StripeObject):
         obj = cls._api_retrieve(id)
         obj._move("warning_closed" if obj.status.startswith("warning_") else "lost")
         return obj
-
-    @classmethod
-    def _api_list_all(
-        cls,
-        url,
-        limit=None,
-        starting_after=None,
-        ending_before=None,
-        charge=None,
-        payment_intent=None,
-        created=None,
-        **kwargs,
-    ):
-        _reject_unknown(kwargs)
-        by_created = _created_filter(created)
-
-        def keep(dispute: Dispute) -> bool:
-            return (
-                (charge is None or dispute.charge == charge)
-                and (payment_intent is None or dispute.payment_intent == payment_intent)
-                and by_created(dispute)
-            )
-
-        return paginate(
-            _stored(cls.object),
-            url,
-            noun="dispute",
-            limit=limit,
-            starting_after=starting_after,
-            ending_before=ending_before,
-            keep=keep,
-        )
 
 
 def _charge_disputed(charge: Charge) -> bool:

@@ -226,18 +226,34 @@ def _transfer_changed(event: StripeEvent) -> str:
     attempt = transfer.metadata.get("settlement_attempt", str(line.attempt))
     current_attempt = attempt == str(line.attempt)
     status = "partially_reversed" if transfer.amount_reversed else "paid"
-    if not current_attempt:
-        if transfer.reversed or transfer.id == line.stripe_object_id:
-            return f"transfer {transfer.id} is of an earlier attempt of line {line.pk}"
-        # A live transfer of an earlier attempt: the money went out then.
-        if line.status == LineStatus.CARRIED_FORWARD:
-            return _carried_line_paid(
+    if not current_attempt and (transfer.reversed or transfer.id == line.stripe_object_id):
+        return f"transfer {transfer.id} is of an earlier attempt of line {line.pk}"
+    if transfer.reversed:
+        if line.status in (LineStatus.PAID, LineStatus.PENDING):
+            line.stripe_object_id = transfer.id
+            line.stripe_status = "reversed"
+            _fail(
                 line,
-                direction=SettlementLine.Direction.PAY_OUT,
-                stripe_id=transfer.id,
-                stripe_status=status,
+                gateway.PermanentError(
+                    f"Transfer {transfer.id} was reversed: the money came back to the platform",
+                    code="transfer_reversed",
+                ),
                 label=label,
             )
+            _finish(line, label)
+            return f"line {line.pk} failed: transfer reversed"
+        return f"line {line.pk} is {line.status}: reversal noted"
+    # The transfer is live: the money went out, by this attempt or an earlier one.
+    if line.status == LineStatus.CARRIED_FORWARD:
+        return _carried_line_paid(
+            line,
+            direction=SettlementLine.Direction.PAY_OUT,
+            stripe_id=transfer.id,
+            stripe_status=status,
+            label=label,
+        )
+    if not current_attempt:
+        # A live transfer of an earlier attempt: the money went out then.
         if line.status == LineStatus.FAILED or (
             line.status == LineStatus.PENDING and not line.stripe_object_id
         ):
@@ -255,29 +271,6 @@ def _transfer_changed(event: StripeEvent) -> str:
             f"{line.status} (by {line.stripe_object_id or 'nothing'}): paid twice? Reverse "
             "one or settle by hand",
             stripe_id=transfer.id,
-        )
-    if transfer.reversed:
-        if line.status in (LineStatus.PAID, LineStatus.PENDING):
-            line.stripe_object_id = transfer.id
-            line.stripe_status = "reversed"
-            _fail(
-                line,
-                gateway.PermanentError(
-                    f"Transfer {transfer.id} was reversed: the money came back to the platform",
-                    code="transfer_reversed",
-                ),
-                label=label,
-            )
-            _finish(line, label)
-            return f"line {line.pk} failed: transfer reversed"
-        return f"line {line.pk} is {line.status}: reversal noted"
-    if line.status == LineStatus.CARRIED_FORWARD:
-        return _carried_line_paid(
-            line,
-            direction=SettlementLine.Direction.PAY_OUT,
-            stripe_id=transfer.id,
-            stripe_status=status,
-            label=label,
         )
     if transfer.amount_reversed:
         line.stripe_status = "partially_reversed"

@@ -18,6 +18,11 @@ CONFLICT = [
 ]
 
 
+def enrol(api, brand, **overrides) -> dict:
+    """enrollMember by the brand's key, with `enrol_input` changed by ``overrides``."""
+    return api.mutate("enrollMember", ENROLL, enrol_input(**overrides), token=brand.key)
+
+
 def state() -> dict:
     return {
         **everything(),
@@ -29,14 +34,12 @@ def state() -> dict:
 @pytest.mark.django_db
 def test_the_same_key_with_another_password_is_a_conflict(api, brand):
     # Given a member enrolled with a password under a key
-    first = api.mutate("enrollMember", ENROLL, enrol_input(), token=brand.key)
+    first = enrol(api, brand)
     assert first["errors"] == []
     before = state()
 
     # When the same key is sent with another password
-    payload = api.mutate(
-        "enrollMember", ENROLL, enrol_input(password="another-password"), token=brand.key
-    )
+    payload = enrol(api, brand, password="another-password")
 
     # Then it is refused as a conflict, and nothing changed
     assert payload["member"] is None
@@ -48,11 +51,11 @@ def test_the_same_key_with_another_password_is_a_conflict(api, brand):
 @pytest.mark.parametrize("password", [None, ""], ids=["no-password", "empty-password"])
 def test_a_password_where_there_was_none_is_a_conflict(api, brand, password):
     # Given a member enrolled without a password
-    api.mutate("enrollMember", ENROLL, enrol_input(password=password), token=brand.key)
+    enrol(api, brand, password=password)
     before = state()
 
     # When the same key is sent with a password
-    payload = api.mutate("enrollMember", ENROLL, enrol_input(), token=brand.key)
+    payload = enrol(api, brand)
 
     # Then it is a conflict
     assert payload["errors"] == CONFLICT
@@ -62,10 +65,10 @@ def test_a_password_where_there_was_none_is_a_conflict(api, brand, password):
 @pytest.mark.django_db
 @pytest.mark.parametrize("password", ["long-enough-password", None], ids=["password", "none"])
 def test_the_same_password_replays(api, brand, password):
-    first = api.mutate("enrollMember", ENROLL, enrol_input(password=password), token=brand.key)
+    first = enrol(api, brand, password=password)
     before = state()
 
-    again = api.mutate("enrollMember", ENROLL, enrol_input(password=password), token=brand.key)
+    again = enrol(api, brand, password=password)
 
     assert again == first
     assert state() == before
@@ -74,13 +77,13 @@ def test_the_same_password_replays(api, brand, password):
 @pytest.mark.django_db
 def test_the_password_is_fingerprinted_with_a_keyed_hash(api, brand):
     # Given an enrolment with a password
-    first = api.mutate("enrollMember", ENROLL, enrol_input(), token=brand.key)
+    first = enrol(api, brand)
     (record,) = IdempotencyRecord.objects.filter(operation="member_enroll")
     before = state()
 
     # When the same request is retried under another SECRET_KEY (the old one not kept)
     with override_settings(SECRET_KEY="another-secret-key-" + "x" * 40):
-        again = api.mutate("enrollMember", ENROLL, enrol_input(), token=brand.key)
+        again = enrol(api, brand)
 
     # Then the stored fingerprint no longer matches: it depends on the key, so someone
     # holding the table alone cannot test password guesses against it
@@ -90,29 +93,16 @@ def test_the_password_is_fingerprinted_with_a_keyed_hash(api, brand):
     assert state() == before
 
 
-@pytest.mark.django_db
-def test_a_retry_after_a_secret_key_rotation_replays(api, brand, settings):
-    # Given an enrolment made under the current SECRET_KEY
-    first = api.mutate("enrollMember", ENROLL, enrol_input(), token=brand.key)
-    before = state()
-
-    # When the key is rotated (the old one kept as a fallback) and the request retried
+def _rotate_the_secret_key(settings) -> None:
+    """Rotate SECRET_KEY, the old one kept as a fallback."""
     settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
     settings.SECRET_KEY = "rotated-secret-key-" + "y" * 40
-    again = api.mutate("enrollMember", ENROLL, enrol_input(), token=brand.key)
-    other = api.mutate(
-        "enrollMember", ENROLL, enrol_input(password="another-password"), token=brand.key
-    )
-
-    # Then the retry replays and another password is still a conflict
-    assert again == first
-    assert other["errors"] == CONFLICT
-    assert state() == before
 
 
-def _record_as_before_the_upgrade(key: str) -> None:
+def _record_as_before_the_upgrade(settings) -> None:
     """Rewrite the enrolment's record with the fingerprint enrolments had before passwords
-    were fingerprinted (only whether one was set), as rows already in the database are."""
+    were fingerprinted (only whether one was set), as rows already in the database are: the
+    member's own password hash then vouches for a retry's password."""
     input_ = enrol_input()
     legacy = ledger.request_fingerprint(
         "member_enroll",
@@ -122,24 +112,27 @@ def _record_as_before_the_upgrade(key: str) -> None:
         birth_date=None,
         referral_code=None,
     )
-    assert IdempotencyRecord.objects.filter(idempotency_key=key).update(request_hash=legacy) == 1
+    records = IdempotencyRecord.objects.filter(idempotency_key=input_["idempotencyKey"])
+    assert records.update(request_hash=legacy) == 1
 
 
 @pytest.mark.django_db
-def test_an_enrolment_recorded_before_the_upgrade_still_replays_with_its_password(api, brand):
-    # Given an enrolment recorded with the old fingerprint
-    first = api.mutate("enrollMember", ENROLL, enrol_input(), token=brand.key)
-    _record_as_before_the_upgrade("enrol-1")
+@pytest.mark.parametrize(
+    "since",
+    [_rotate_the_secret_key, _record_as_before_the_upgrade],
+    ids=["after-a-secret-key-rotation", "recorded-before-the-upgrade"],
+)
+def test_a_retry_replays_and_another_password_is_still_a_conflict(api, brand, settings, since):
+    # Given an enrolment, then the SECRET_KEY rotated or its record as before the upgrade
+    first = enrol(api, brand)
+    since(settings)
     before = state()
 
     # When it is retried with the same password, and with another one
-    again = api.mutate("enrollMember", ENROLL, enrol_input(), token=brand.key)
-    other = api.mutate(
-        "enrollMember", ENROLL, enrol_input(password="another-password"), token=brand.key
-    )
+    again = enrol(api, brand)
+    other = enrol(api, brand, password="another-password")
 
-    # Then the retry replays (the member's own hash vouches for the password); the other
-    # password is a conflict; nothing changed
+    # Then the retry replays; the other password is a conflict; nothing changed
     assert again == first
     assert other["errors"] == CONFLICT
     assert state() == before
@@ -161,7 +154,7 @@ def test_an_enrolment_recorded_before_the_upgrade_still_replays_with_its_passwor
 def test_text_longer_than_its_column_is_invalid_on_its_field(api, brand, overrides, field):
     before = state()
 
-    payload = api.mutate("enrollMember", ENROLL, enrol_input(**overrides), token=brand.key)
+    payload = enrol(api, brand, **overrides)
 
     assert [(e["code"], e["field"]) for e in payload["errors"]] == [("INVALID", field)]
     assert "At most" in payload["errors"][0]["message"]
@@ -172,12 +165,7 @@ def test_text_longer_than_its_column_is_invalid_on_its_field(api, brand, overrid
 @pytest.mark.django_db(transaction=True)
 def test_text_that_just_fits_is_enrolled(api, brand):
     email = "a" * 242 + "@example.com"  # 254 characters, the column's size
-    payload = api.mutate(
-        "enrollMember",
-        ENROLL,
-        enrol_input(displayName="N" * 200, email=email),
-        token=brand.key,
-    )
+    payload = enrol(api, brand, displayName="N" * 200, email=email)
 
     assert payload["errors"] == []
     assert Member.objects.get(email=email).display_name == "N" * 200

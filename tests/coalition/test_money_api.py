@@ -11,6 +11,7 @@ from django.core.management import call_command
 from coalition.money import MAX_INTEGER_DIGITS
 from tests import factories
 from tests.api.conftest import Api, codes, everything
+from tests.api.test_record_purchases import batch_input, purchase
 
 HUGE = "99999999999999999999999999.999"
 TOO_LARGE = f"too large: at most {MAX_INTEGER_DIGITS} digits before the point"
@@ -49,18 +50,6 @@ def shopper(db, programme):
     return factories.member()
 
 
-def purchase_input(member, n=1, **overrides):
-    values = {
-        "memberNumber": member.member_number,
-        "amount": "42.50",
-        "currency": "USD",
-        "reference": f"receipt-{n}",
-        "idempotencyKey": f"purchase-{n}",
-    }
-    values.update(overrides)
-    return values
-
-
 @pytest.mark.django_db
 @pytest.mark.parametrize("amount", [HUGE, f"-{HUGE}"])
 def test_a_huge_amount_is_refused_as_invalid_and_writes_nothing(api, brand, shopper, amount):
@@ -69,7 +58,7 @@ def test_a_huge_amount_is_refused_as_invalid_and_writes_nothing(api, brand, shop
     before = everything()
 
     # When the partner records a purchase of an amount beyond any column
-    response = api(RECORD, {"input": purchase_input(shopper, amount=amount)}, token=key)
+    response = api(RECORD, {"input": purchase(shopper, 1, amount=amount)}, token=key)
 
     # Then it is refused on the amount, as any bad amount is, and nothing changed
     payload = response.payload("recordPurchase")
@@ -87,7 +76,7 @@ def test_a_huge_unit_price_is_refused_on_its_line_item(api, brand, shopper):
     ]
     before = everything()
 
-    response = api(RECORD, {"input": purchase_input(shopper, lineItems=items)}, token=key)
+    response = api(RECORD, {"input": purchase(shopper, 1, lineItems=items)}, token=key)
 
     payload = response.payload("recordPurchase")
     assert codes(payload) == [("INVALID", "input.lineItems.1.unitPrice")]
@@ -102,16 +91,14 @@ def test_in_a_batch_only_the_huge_purchase_is_refused(api, brand, shopper):
     partner, key = brand
     item = {"sku": "B", "category": "food", "quantity": 1, "unitPrice": HUGE}
     purchases = [
-        purchase_input(shopper, 1),
-        purchase_input(shopper, 2, amount=HUGE),
-        purchase_input(shopper, 3, amount="10.00", lineItems=[item]),
-        purchase_input(shopper, 4, amount="10.00"),
+        purchase(shopper, 1),
+        purchase(shopper, 2, amount=HUGE),
+        purchase(shopper, 3, amount="10.00", lineItems=[item]),
+        purchase(shopper, 4, amount="10.00"),
     ]
 
     # When it is recorded
-    response = api(
-        RECORD_MANY, {"input": {"purchases": purchases, "idempotencyKey": "batch-1"}}, token=key
-    )
+    response = api(RECORD_MANY, {"input": batch_input(purchases)}, token=key)
 
     # Then the batch itself succeeds; the bad purchases alone are refused, on their fields
     payload = response.payload("recordPurchases")

@@ -371,15 +371,23 @@ def test_a_suspended_members_refund_stays_in_the_wallet(programme, member, partn
 # --------------------------------------------------------------------------- 4. rewards
 
 
-def test_a_full_refund_releases_the_promotions_limit_and_budget(programme, member, partner):
-    # Given a once-per-member bonus of 50 with a budget of 500
-    promo = factories.promotion(
+@pytest.fixture
+def once_per_member_bonus(programme, partner):
+    """A bonus of 50 points, once per member, with a budget of 500."""
+    return factories.promotion(
         partner=partner,
         kind=Promotion.Kind.FIXED_BONUS,
         bonus_points=50,
         per_member_limit=1,
         budget_points=500,
     )
+
+
+def test_a_full_refund_releases_the_promotions_limit_and_budget(
+    member, partner, once_per_member_bonus
+):
+    # Given a once-per-member bonus of 50 with a budget of 500
+    promo = once_per_member_bonus
     earned = purchase(partner, member, "100.00")
     assert (earned.member_points, PromotionAward.objects.count()) == (150, 1)
 
@@ -397,14 +405,8 @@ def test_a_full_refund_releases_the_promotions_limit_and_budget(programme, membe
     assert_books_tie()
 
 
-def test_a_partial_refund_keeps_the_promotion_award(programme, member, partner):
-    promo = factories.promotion(
-        partner=partner,
-        kind=Promotion.Kind.FIXED_BONUS,
-        bonus_points=50,
-        per_member_limit=1,
-        budget_points=500,
-    )
+def test_a_partial_refund_keeps_the_promotion_award(member, partner, once_per_member_bonus):
+    promo = once_per_member_bonus
     earned = purchase(partner, member, "100.00")
 
     refund(earned, 100)

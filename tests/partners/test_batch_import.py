@@ -624,12 +624,13 @@ def test_import_command_end_to_end(purchase_file, partner, tmp_path, monkeypatch
     assert (imported.processed_rows, imported.accepted) == (7, 3)
 
 
-def test_import_through_the_workers(purchase_file, partner, tmp_path, settings, monkeypatch,
-                                    django_capture_on_commit_callbacks):  # fmt: skip
-    # Given a real broker (tasks are not run here): the chunks are only sent
+@pytest.fixture
+def chunks_sent(settings, monkeypatch) -> list[tuple]:
+    """A real broker as the command sees it, but the chunk jobs sent to it are only kept
+    here, as their task arguments, for the test to run (or not). No relay nudge is published
+    to it: the test runs the outbox relay itself."""
     from partners import tasks
 
-    path, member = purchase_file
     settings.CELERY_TASK_ALWAYS_EAGER = False
     sent = []
     monkeypatch.setattr(
@@ -637,8 +638,16 @@ def test_import_through_the_workers(purchase_file, partner, tmp_path, settings, 
         "apply_async",
         lambda args=(), kwargs=None, **options: sent.append(tuple(args)),
     )
-    # (no relay nudge is published to a real broker: the test runs the relay itself)
     monkeypatch.setattr("coalition.outbox.outbox_nudge", lambda: None)
+    return sent
+
+
+def test_import_through_the_workers(purchase_file, partner, chunks_sent,
+                                    django_capture_on_commit_callbacks):  # fmt: skip
+    # Given a real broker (tasks are not run here): the chunks are only sent
+    from partners import tasks
+
+    path, member = purchase_file
     out = io.StringIO()
 
     # When the file is imported without --sync, and the outbox relay runs (issue 9: the
@@ -652,11 +661,11 @@ def test_import_through_the_workers(purchase_file, partner, tmp_path, settings, 
     # Then its 3 chunks were sent, and nothing was recorded yet
     imported = PurchaseImport.objects.get()
     assert "7 rows in 3 chunks sent to the workers" in out.getvalue()
-    assert sent == [(imported.pk, 0, 3), (imported.pk, 3, 3), (imported.pk, 6, 1)]
+    assert chunks_sent == [(imported.pk, 0, 3), (imported.pk, 3, 3), (imported.pk, 6, 1)]
     assert imported.status == "running" and imported.processed_rows == 0
 
     # When the workers run them (in any order)
-    for args in reversed(sent):
+    for args in reversed(chunks_sent):
         tasks.import_purchases_chunk(*args)
 
     # Then the import is complete, with its result file

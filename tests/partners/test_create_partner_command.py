@@ -2,13 +2,10 @@
 Prints the new API key as its last line; on bad input, one clear line on standard error, a
 non-zero exit, and nothing changed."""
 
-import os
 import sqlite3
-import subprocess
-import sys
 from decimal import Decimal
+from functools import partial
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -17,7 +14,6 @@ from partners import selectors
 from partners.models import CommercialTerms, Partner
 from tests import factories
 
-ROOT = Path(__file__).resolve().parents[2]
 GOOD = {
     "--code": "GROCER",
     "--name": "Corner Grocer",
@@ -37,6 +33,19 @@ def create_partner(**overrides) -> str:
     out = StringIO()
     call_command("create_partner", *arguments(**overrides), stdout=out)
     return out.getvalue()
+
+
+def assert_one_clear_line_and_nothing_changed(message: str, **overrides) -> None:
+    """The command run with ``overrides`` is refused in one line starting with ``message``
+    (what is wrong with which option), and no partner or ledger row changed."""
+    before = (factories.partner_state(), factories.ledger_state())
+
+    with pytest.raises(CommandError) as refused:
+        create_partner(**overrides)
+
+    assert str(refused.value).startswith(message)
+    assert "\n" not in str(refused.value)
+    assert (factories.partner_state(), factories.ledger_state()) == before
 
 
 def test_creates_the_partner_with_its_terms_and_prints_its_key_last(db):
@@ -84,16 +93,10 @@ def test_creates_the_partner_with_its_terms_and_prints_its_key_last(db):
 def test_bad_input_is_one_clear_line_and_changes_nothing(db, overrides, message):
     # Given a partner FIRST already onboarded
     factories.onboarded_partner(code="FIRST")
-    before = (factories.partner_state(), factories.ledger_state())
 
-    # When the command is run with one bad option
-    with pytest.raises(CommandError) as refused:
-        create_partner(**overrides)
-
-    # Then it says what is wrong with which option, in one line, and nothing changed
-    assert str(refused.value).startswith(message)
-    assert "\n" not in str(refused.value)
-    assert (factories.partner_state(), factories.ledger_state()) == before
+    # When the command is run with one bad option, then it says what is wrong with which
+    # option, in one line, and nothing changed
+    assert_one_clear_line_and_nothing_changed(message, **overrides)
 
 
 def test_redemption_above_issuance_goes_through_when_explicitly_allowed(db):
@@ -111,22 +114,7 @@ def test_as_a_real_process_exit_codes_and_stderr(tmp_path):
     """The operator's experience, end to end: a fresh SQLite database, `migrate`, then the
     command twice; standard output, standard error and exit codes as the contract says."""
     database = tmp_path / "coalition.sqlite3"
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{database}",
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-    }
-    env.pop("CELERY_BROKER_URL", None)
-
-    def manage(*args):
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    manage = partial(factories.manage_process, env=factories.sqlite_process_env(database))
 
     migrated = manage("migrate", "--verbosity=0")
     assert migrated.returncode == 0, migrated.stderr

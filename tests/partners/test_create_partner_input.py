@@ -2,10 +2,7 @@
 option is one clear line on standard error, a non-zero exit, and nothing changed
 (shared/api/COMMANDS.md)."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+from functools import partial
 
 import pytest
 from django.core.management import CommandError
@@ -14,9 +11,12 @@ from coalition.errors import InvalidInput
 from partners.models import Partner
 from partners.services import partner_create
 from tests import factories
-from tests.partners.test_create_partner_command import GOOD, arguments, create_partner
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.partners.test_create_partner_command import (
+    GOOD,
+    arguments,
+    assert_one_clear_line_and_nothing_changed,
+    create_partner,
+)
 
 
 @pytest.mark.parametrize(
@@ -40,14 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 )
 @pytest.mark.django_db(transaction=True)
 def test_bad_text_is_one_clear_line_and_changes_nothing(overrides, message):
-    before = (factories.partner_state(), factories.ledger_state())
-
-    with pytest.raises(CommandError) as refused:
-        create_partner(**overrides)
-
-    assert str(refused.value).startswith(message)
-    assert "\n" not in str(refused.value)
-    assert (factories.partner_state(), factories.ledger_state()) == before
+    assert_one_clear_line_and_nothing_changed(message, **overrides)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -96,22 +89,7 @@ def test_the_service_refuses_a_bad_contact_email_on_its_field():
 
 def test_as_a_real_process_one_line_on_stderr_and_a_non_zero_exit(tmp_path):
     database = tmp_path / "coalition.sqlite3"
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{database}",
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-    }
-    env.pop("CELERY_BROKER_URL", None)
-
-    def manage(*args):
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    manage = partial(factories.manage_process, env=factories.sqlite_process_env(database))
 
     assert manage("migrate", "--verbosity=0").returncode == 0
 

@@ -20,9 +20,11 @@ from partners import imports, tasks
 from partners.imports import purchase_file_scan, purchase_import_failure
 from partners.models import PurchaseImport
 from tests import factories
-from tests.partners.test_batch_import import HEADER, import_folder, read_result
+from tests.partners.test_batch_import import HEADER, chunks_sent, import_folder, read_result
 
-__all__ = ["import_folder"]  # autouse: each test's uploads and results in its own folder
+# Fixtures: import_folder (autouse: each test's uploads and results in its own folder) and
+# chunks_sent
+__all__ = ["chunks_sent", "import_folder"]
 
 COLUMNS = ",".join(HEADER)
 
@@ -368,25 +370,17 @@ def test_a_chunk_that_dies_fails_the_import_and_keeps_what_was_recorded(
 
 
 @pytest.fixture
-def sent_to_workers(partner, member, tmp_path, settings, monkeypatch,
+def sent_to_workers(partner, member, tmp_path, chunks_sent,
                     django_capture_on_commit_callbacks):  # fmt: skip
     """A file of 4 rows imported without --sync in chunks of 2: (path, import, chunk args)."""
     from coalition.outbox import outbox_relay
 
-    settings.CELERY_TASK_ALWAYS_EAGER = False
-    sent = []
-    monkeypatch.setattr(
-        tasks.import_purchases_chunk,
-        "apply_async",
-        lambda args=(), kwargs=None, **options: sent.append(tuple(args)),
-    )
-    monkeypatch.setattr("coalition.outbox.outbox_nudge", lambda: None)
     path = write_file(tmp_path / "eod.csv", [row(f"k-{n}", member) for n in range(1, 5)])
     with django_capture_on_commit_callbacks(execute=True):
         call_command("import_purchases", partner.code, str(path), "--chunk", "2",
                      stdout=io.StringIO())  # fmt: skip
     outbox_relay()
-    return path, PurchaseImport.objects.get(), sent
+    return path, PurchaseImport.objects.get(), chunks_sent
 
 
 def test_a_file_changed_under_the_workers_fails_the_import(sent_to_workers, member):

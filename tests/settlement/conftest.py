@@ -155,6 +155,34 @@ class StripeBed:
         page = self.client.v1.transfers.list({"transfer_group": transfer_group, "limit": 100})
         return list(page.auto_paging_iter())
 
+    def charge(self, customer_id: str, amount: int, *, metadata: dict | None = None):
+        """A payment of ``amount`` (minor units) from the customer's default card, off
+        session and confirmed at once."""
+        method = self.client.v1.customers.retrieve(customer_id).invoice_settings
+        params = {
+            "amount": amount,
+            "currency": "usd",
+            "customer": customer_id,
+            "payment_method": method.default_payment_method,
+            "confirm": True,
+            "off_session": True,
+        }
+        if metadata is not None:
+            params["metadata"] = metadata
+        return self.client.v1.payment_intents.create(params)
+
+    def collect_again(self, run, line, amount: int):
+        """A second payment from the collection ``line``'s customer naming the run and the
+        line, as a duplicate collection would."""
+        return self.charge(
+            line.partner.stripe_customer_id,
+            amount,
+            metadata={
+                "settlement_run_reference": str(run.reference),
+                "settlement_line": str(line.pk),
+            },
+        )
+
     def payments(self, run) -> list:
         page = self.client.v1.payment_intents.list({"limit": 100})
         return [
@@ -204,3 +232,27 @@ def stripe_month(stripe_bed, settlement_programme, base_time, post, finance, app
     services.run_approve(run=run, approved_by=approver)
     run.refresh_from_db()
     return {"run": run, "issuer": issuer, "redeemer": redeemer, "charity": charity}
+
+
+@pytest.fixture
+def executed_run(stripe_bed, stripe_month, finance, django_capture_on_commit_callbacks):
+    """`stripe_month`'s run executed against the emulator: completed, and reconciled clean."""
+    from settlement import services
+    from settlement.models import SettlementRun
+
+    run = stripe_month["run"]
+    with django_capture_on_commit_callbacks(execute=True):
+        services.run_execute(run=run, started_by=finance)
+    run.refresh_from_db()
+    assert run.status == SettlementRun.Status.COMPLETED and run.reconciliations.get().clean
+    return run
+
+
+def collection_of(run):
+    """The run's collection line (`stripe_month`'s issuer pays 200.00)."""
+    return run.lines.select_related("partner").get(partner__code="ISSUER")
+
+
+def kinds(reconciliation) -> list[tuple[str, str | None]]:
+    """A reconciliation's differences as sorted (kind, Stripe id) pairs."""
+    return sorted((d["kind"], d["stripe_id"]) for d in reconciliation.differences)

@@ -18,7 +18,7 @@ from charity.services import charity_set_status
 from settlement import services
 from settlement.models import SettlementLine, SettlementRun
 from settlement.services import reconciliation
-from tests.settlement.conftest import days
+from tests.settlement.conftest import collection_of, days, kinds
 from tests.settlement.test_execution import Killed, kill_after, start
 
 pytestmark = pytest.mark.django_db
@@ -193,24 +193,6 @@ def test_a_suspended_charity_waits_while_stripe_cannot_list_the_runs_transfers(
 # --------------------------------------------------------------------------- refunds
 
 
-@pytest.fixture
-def executed_run(stripe_bed, stripe_month, finance, django_capture_on_commit_callbacks):
-    run = stripe_month["run"]
-    with django_capture_on_commit_callbacks(execute=True):
-        services.run_execute(run=run, started_by=finance)
-    run.refresh_from_db()
-    assert run.status == RunStatus.COMPLETED and run.reconciliations.get().clean
-    return run
-
-
-def collection_of(run) -> SettlementLine:
-    return run.lines.select_related("partner").get(partner__code="ISSUER")
-
-
-def kinds(result) -> list[tuple[str, str | None]]:
-    return sorted((d["kind"], d["stripe_id"]) for d in result.differences)
-
-
 def test_a_partly_refunded_collection_is_reported(stripe_bed, executed_run):
     # Given the issuer's 200.00 collected, then 50.00 of it refunded at Stripe
     collection = collection_of(executed_run)
@@ -294,23 +276,7 @@ def test_an_inquiry_withdraws_nothing_and_is_not_a_difference(stripe_bed, execut
 def test_a_refunded_double_charge_no_longer_counts_but_a_partly_refunded_one_does(
     stripe_bed, executed_run
 ):
-    collection = collection_of(executed_run)
-    customer = collection.partner.stripe_customer_id
-    method = stripe_bed.client.v1.customers.retrieve(customer).invoice_settings
-    double = stripe_bed.client.v1.payment_intents.create(
-        {
-            "amount": 20000,
-            "currency": "usd",
-            "customer": customer,
-            "payment_method": method.default_payment_method,
-            "confirm": True,
-            "off_session": True,
-            "metadata": {
-                "settlement_run_reference": str(executed_run.reference),
-                "settlement_line": str(collection.pk),
-            },
-        }
-    )
+    double = stripe_bed.collect_again(executed_run, collection_of(executed_run), 20000)
     stripe_bed.client.v1.refunds.create({"payment_intent": double.id, "amount": 15000})
 
     [difference] = services.run_reconcile(run=executed_run).differences
@@ -357,18 +323,7 @@ def test_reconciliation_reads_charges_through_the_gateways_client(
 
 @pytest.fixture
 def payment(stripe_bed):
-    customer = stripe_bed.customer()
-    method = stripe_bed.client.v1.customers.retrieve(customer).invoice_settings
-    return stripe_bed.client.v1.payment_intents.create(
-        {
-            "amount": 10000,
-            "currency": "usd",
-            "customer": customer,
-            "payment_method": method.default_payment_method,
-            "confirm": True,
-            "off_session": True,
-        }
-    )
+    return stripe_bed.charge(stripe_bed.customer(), 10000)
 
 
 def charge_of(stripe_bed, payment):

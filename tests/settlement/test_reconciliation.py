@@ -8,21 +8,9 @@ from django.core.management import call_command
 
 from settlement import selectors, services
 from settlement.models import Reconciliation
+from tests.settlement.conftest import collection_of, kinds
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def executed_run(stripe_bed, stripe_month, finance, django_capture_on_commit_callbacks):
-    run = stripe_month["run"]
-    with django_capture_on_commit_callbacks(execute=True):
-        services.run_execute(run=run, started_by=finance)
-    run.refresh_from_db()
-    return run
-
-
-def kinds(reconciliation) -> list[tuple[str, str | None]]:
-    return sorted((d["kind"], d["stripe_id"]) for d in reconciliation.differences)
 
 
 def test_a_clean_run_says_so(executed_run):
@@ -133,23 +121,7 @@ def test_the_command_refuses_an_unknown_run(stripe_bed):
 
 
 def test_a_second_collection_naming_the_run_is_found(stripe_bed, executed_run):
-    collection = executed_run.lines.get(partner__code="ISSUER")
-    customer = collection.partner.stripe_customer_id
-    method = stripe_bed.client.v1.customers.retrieve(customer).invoice_settings
-    double = stripe_bed.client.v1.payment_intents.create(
-        {
-            "amount": 20000,
-            "currency": "usd",
-            "customer": customer,
-            "payment_method": method.default_payment_method,
-            "confirm": True,
-            "off_session": True,
-            "metadata": {
-                "settlement_run_reference": str(executed_run.reference),
-                "settlement_line": str(collection.pk),
-            },
-        }
-    )
+    double = stripe_bed.collect_again(executed_run, collection_of(executed_run), 20000)
 
     result = services.run_reconcile(run=executed_run)
 

@@ -27,7 +27,7 @@ from settlement.models import (
 from settlement.services import runs as runs_service
 from settlement.services.webhooks import NEEDS_FINANCE
 
-from .conftest import days
+from .conftest import collection_of, days
 from .test_webhooks import event_body, post, webhook_secret  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.django_db
@@ -70,10 +70,6 @@ def authenticate(stripe_bed, payment_id: str) -> int:
 
 def intent_status(stripe_bed, payment_id: str) -> str:
     return stripe_bed.client.v1.payment_intents.retrieve(payment_id).status
-
-
-def collection_of(run) -> SettlementLine:
-    return run.lines.select_related("partner").get(partner__code="ISSUER")
 
 
 def payout_of(run) -> SettlementLine:
@@ -384,6 +380,27 @@ def deliver(client, django_capture_on_commit_callbacks, payment_id: str):
     return StripeEvent.objects.filter(object_id=payment_id).order_by("-id").first()
 
 
+@pytest.fixture
+def retry_leaving_the_first_live(
+    stripe_bed, waiting_for_3ds, approver, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Retry the waiting collection with the partner's card now ``card``, its first intent
+    left live at Stripe (the check that cancels it bypassed). Returns the first intent's id;
+    the fixture's collection is refreshed."""
+
+    def retry(card: str) -> str:
+        collection = waiting_for_3ds["collection"]
+        first = collection.stripe_object_id
+        bypass_the_stripe_check(monkeypatch)
+        stripe_bed.set_card(waiting_for_3ds["issuer"].stripe_customer_id, card)
+        with django_capture_on_commit_callbacks(execute=True):
+            services.line_retry(line=collection, user=approver)
+        collection.refresh_from_db()
+        return first
+
+    return retry
+
+
 def test_a_carried_line_collected_late_is_paid_and_leaves_the_carried_balance(
     client, stripe_bed, waiting_for_3ds, approver, monkeypatch, django_capture_on_commit_callbacks
 ):
@@ -441,17 +458,12 @@ def test_a_carried_line_collected_after_the_next_run_took_it_is_recorded_for_fin
 
 
 def test_an_earlier_attempt_collected_after_a_retry_collected_too_is_flagged_as_a_duplicate(
-    client, stripe_bed, waiting_for_3ds, approver, monkeypatch,
+    client, stripe_bed, waiting_for_3ds, retry_leaving_the_first_live,
     django_capture_on_commit_callbacks,
 ):  # fmt: skip
     # Given a retry that collected while the first intent stayed live
     run, collection = waiting_for_3ds["run"], waiting_for_3ds["collection"]
-    first = collection.stripe_object_id
-    bypass_the_stripe_check(monkeypatch)
-    stripe_bed.set_card(waiting_for_3ds["issuer"].stripe_customer_id, "pm_card_visa")
-    with django_capture_on_commit_callbacks(execute=True):
-        services.line_retry(line=collection, user=approver)
-    collection.refresh_from_db()
+    first = retry_leaving_the_first_live("pm_card_visa")
     assert (collection.status, collection.attempt) == (Status.PAID, 2)
 
     # When the partner completes 3-D Secure on the first one too
@@ -471,17 +483,12 @@ def test_an_earlier_attempt_collected_after_a_retry_collected_too_is_flagged_as_
 
 
 def test_an_earlier_attempt_collected_while_the_retry_failed_pays_the_line(
-    client, stripe_bed, waiting_for_3ds, approver, monkeypatch,
+    client, stripe_bed, waiting_for_3ds, retry_leaving_the_first_live,
     django_capture_on_commit_callbacks,
 ):  # fmt: skip
     # Given a retry that was declined while the first intent stayed live
     run, collection = waiting_for_3ds["run"], waiting_for_3ds["collection"]
-    first = collection.stripe_object_id
-    bypass_the_stripe_check(monkeypatch)
-    stripe_bed.set_card(waiting_for_3ds["issuer"].stripe_customer_id, "pm_card_chargeCustomerFail")
-    with django_capture_on_commit_callbacks(execute=True):
-        services.line_retry(line=collection, user=approver)
-    collection.refresh_from_db()
+    first = retry_leaving_the_first_live("pm_card_chargeCustomerFail")
     assert (collection.status, collection.attempt) == (Status.FAILED, 2)
 
     # When the first one succeeds after all
