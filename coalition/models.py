@@ -519,6 +519,33 @@ class TierChange(models.Model):
         ordering = ["-created_at", "-id"]
 
 
+class ExpiryNotice(models.Model):
+    """The mail telling a member that points expire on a date (coalition/notifications.py).
+
+    At most one per member and expiry date, by unique key: the row is recorded before the
+    mail goes, so two runs at once (two beats, a retried task) record it once, and
+    `sent_at` is set in the transaction that sent it, so it goes once. A row whose mail
+    failed stays unsent and the next run sends it, with the points then due."""
+
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="expiry_notices")
+    expires_on = models.DateField()
+    # What will expire that day (coalition.services.expiry.expiry_due), as last computed.
+    points = models.BigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "coalition_expiry_notice"
+        constraints = [
+            models.UniqueConstraint(fields=["member", "expires_on"], name="expiry_notice_once"),
+            models.CheckConstraint(condition=Q(points__gt=0), name="expiry_notice_points_gt_0"),
+        ]
+
+    def __str__(self) -> str:
+        state = "sent" if self.sent_at else "pending"
+        return f"{self.points} points of member #{self.member_id} on {self.expires_on} ({state})"
+
+
 # --------------------------------------------------------------------------- reliability
 # Issue 9: the transactional outbox and the audit trail. App-agnostic: every app depends on
 # coalition, so any app can enqueue follow-up work or record a staff action here.

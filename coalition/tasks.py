@@ -18,11 +18,23 @@ def expire_due_holds() -> int:
 
 
 @shared_task(name="coalition.tasks.recalculate_tiers")
-def recalculate_tiers() -> dict:
-    """Nightly: mark members below their tier, downgrade them after the grace period."""
-    from .services.tiers import tiers_recalculate
+def recalculate_tiers(now: str | None = None, after_member_id: int = 0) -> dict:
+    """Nightly: mark members below their tier, downgrade them after the grace period.
 
-    return tiers_recalculate()
+    Beat starts it with no arguments. A run does what fits in its time budget and enqueues
+    the next from its last member id with the night's moment (ISO 8601), so the night goes
+    on across runs; a run sent twice does the same members again, which changes nothing."""
+    from datetime import datetime
+
+    from django.utils import timezone
+
+    from .services import tiers
+
+    moment = datetime.fromisoformat(now) if now else timezone.now()
+    run = tiers.tiers_recalculate_chunks(
+        now=moment, after_member_id=after_member_id, budget=tiers.RECALCULATION_BUDGET
+    )
+    return {**run.counts, "resume_after": run.resume_after}
 
 
 @shared_task(name="coalition.tasks.notify_tier_change")
@@ -83,3 +95,28 @@ def purge_outbox() -> int:
     from .outbox import outbox_purge
 
     return outbox_purge()
+
+
+# --------------------------------------------------------------------------- expiry notices
+
+
+@shared_task(
+    name="coalition.tasks.send_expiry_notices",
+    acks_late=True,
+    # A mail server that does not answer is transient (smtplib's errors are OSErrors): try
+    # again later; the notice's row lock and `sent_at` keep it to one mail.
+    autoretry_for=(OSError,),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    max_retries=10,
+)
+def send_expiry_notices(notice_ids: list[int] | None = None) -> dict | int:
+    """Daily, from beat (no arguments): record a notice for each member and date on which
+    points expire within COALITION["EXPIRY_NOTICE_DAYS"], and schedule the mail of those not
+    sent yet through the outbox; returns {"members", "notices"}. From the outbox (the
+    notices' ids): send those mails, once each; returns how many were sent now."""
+    from .notifications import expiry_notices_mail, expiry_notices_schedule
+
+    if notice_ids is None:
+        return expiry_notices_schedule()
+    return expiry_notices_mail(notice_ids=notice_ids)

@@ -24,7 +24,10 @@ def deliver_webhook_event(event_id: int) -> int:
 
 @shared_task(name="partners.tasks.retry_webhook_deliveries")
 def retry_webhook_deliveries() -> int:
-    """Every minute: retry failed deliveries whose backoff has elapsed."""
+    """Every minute: retry failed deliveries whose backoff has elapsed. Runs may overlap:
+    each retry is leased before it is posted, and a run stops after
+    `webhooks.RETRY_SWEEP_BUDGET` (well inside the task time limit); the rest waits for the
+    next run, and a retry a killed run had taken is due again when its lease ends."""
     from .webhooks import deliveries_retry_due
 
     return deliveries_retry_due()

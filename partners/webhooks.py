@@ -27,7 +27,10 @@ the task runs twice (the event row is locked while it is delivered):
 A 2xx answer delivers it. Anything else, or no answer within `WEBHOOKS["TIMEOUT"]` seconds,
 is recorded (every attempt is a `WebhookDelivery` row) and retried with exponential backoff
 (1 min, 2, 4, … capped at 6 h) for `WEBHOOKS["RETRY_FOR_HOURS"]` (3 days); the retries are
-driven by the database (`deliveries_retry_due`, every minute), so none is lost with a worker.
+driven by the database (`deliveries_retry_due`, every minute), so none is lost with a worker:
+a sweep leases each retry it takes (its `next_attempt_at` pushed `RETRY_LEASE` ahead) rather
+than clearing it, so a sweep killed mid-post leaves the retry due again when the lease ends,
+and each sweep stops after `RETRY_SWEEP_BUDGET`, well inside the task's time limit.
 Staff can redeliver any event from the admin. Receivers should verify the signature, refuse
 timestamps older than a few minutes, and use the sequence to order and de-duplicate.
 
@@ -79,6 +82,12 @@ SIGNATURE_HEADER = "Coalition-Signature"
 MAX_ENDPOINTS_PER_PARTNER = 10
 FIRST_RETRY = timedelta(minutes=1)
 LONGEST_RETRY = timedelta(hours=6)
+# A retry taken by a sweep is due again this long after (the sweep died while posting it).
+# Longer than one post can last (connect, send and read each within WEBHOOKS["TIMEOUT"]).
+RETRY_LEASE = timedelta(minutes=5)
+# A sweep takes no new retry after this long; the rest waits for the next sweep (every
+# minute). With one post after it, well inside CELERY_TASK_SOFT_TIME_LIMIT (14 min).
+RETRY_SWEEP_BUDGET = timedelta(minutes=5)
 OUTBOX_TOPIC = "partners.webhook_event"
 
 
@@ -458,9 +467,12 @@ def retry_delay(attempt: int) -> timedelta:
     return min(FIRST_RETRY * 2 ** max(attempt - 1, 0), LONGEST_RETRY)
 
 
-def delivery_attempt(*, event: WebhookEvent, endpoint: WebhookEndpoint) -> WebhookDelivery:
+def delivery_attempt(
+    *, event: WebhookEvent, endpoint: WebhookEndpoint, retry_of: WebhookDelivery | None = None
+) -> WebhookDelivery:
     """Post the event to the endpoint once, and record the attempt (and the next one due,
-    while the retry period lasts)."""
+    while the retry period lasts). `retry_of`: the failed attempt a sweep leased to make
+    this one; its lease is released with the record of this attempt's outcome."""
     attempt = (
         WebhookDelivery.objects.filter(event=event, endpoint=endpoint)
         .order_by("-attempt")
@@ -493,7 +505,7 @@ def delivery_attempt(*, event: WebhookEvent, endpoint: WebhookEndpoint) -> Webho
         logger.info("webhook evt_%s to endpoint %s failed: %s", event.pk, endpoint.pk, error)
     try:
         with transaction.atomic():
-            return WebhookDelivery.objects.create(
+            delivery = WebhookDelivery.objects.create(
                 event=event,
                 endpoint=endpoint,
                 attempt=attempt,
@@ -503,8 +515,13 @@ def delivery_attempt(*, event: WebhookEvent, endpoint: WebhookEndpoint) -> Webho
                 delivered_at=now if delivered else None,
                 next_attempt_at=next_attempt_at,
             )
+            if retry_of is not None:
+                _lease_release(retry_of)
+            return delivery
     except IntegrityError:
         # Two workers attempted the same delivery at once; the other one's row stands.
+        if retry_of is not None:
+            _lease_release(retry_of)
         return WebhookDelivery.objects.get(event=event, endpoint=endpoint, attempt=attempt)
 
 
@@ -534,26 +551,63 @@ def event_deliver(*, event_id: int) -> list[WebhookDelivery]:
     return deliveries
 
 
-def deliveries_retry_due(*, now: datetime | None = None, limit: int = 500) -> int:
-    """Retry every failed delivery whose next attempt is due. Each is claimed first, so
-    two sweeps at once never post the same attempt twice. Returns how many were retried."""
-    now = now or timezone.now()
-    due = list(
-        WebhookDelivery.objects.filter(next_attempt_at__lte=now)
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:limit]
+def _retry_claim(*, now: datetime, lease_until: datetime) -> WebhookDelivery | None:
+    """Lease the earliest due retry for this sweep: its `next_attempt_at` moves `RETRY_LEASE`
+    ahead, so no other sweep takes it meanwhile and it is due again if this one dies.
+
+    `SKIP LOCKED` lets concurrent sweeps pass over a row another is claiming; the update is
+    conditional as well (still due), so two sweeps never both lease the same retry."""
+    with transaction.atomic():
+        delivery_id = (
+            WebhookDelivery.objects.select_for_update(skip_locked=True)
+            .filter(next_attempt_at__lte=now)
+            .order_by("next_attempt_at", "pk")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if delivery_id is None:
+            return None
+        leased = WebhookDelivery.objects.filter(pk=delivery_id, next_attempt_at__lte=now).update(
+            next_attempt_at=lease_until
+        )
+    if not leased:
+        return None  # only where SKIP LOCKED is not supported: another sweep took it
+    return WebhookDelivery.objects.select_related("event", "endpoint").get(pk=delivery_id)
+
+
+def _lease_release(delivery: WebhookDelivery) -> None:
+    """The leased retry was made (or is not to be): it is no longer due. Only our own lease
+    is released: one that ran out and was taken by another sweep is that sweep's."""
+    WebhookDelivery.objects.filter(pk=delivery.pk, next_attempt_at=delivery.next_attempt_at).update(
+        next_attempt_at=None
     )
+
+
+def deliveries_retry_due(
+    *,
+    now: datetime | None = None,
+    limit: int = 500,
+    budget: timedelta = RETRY_SWEEP_BUDGET,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """Retry failed deliveries whose next attempt is due, earliest first, until none is left,
+    `limit` were retried or `budget` has passed (the rest waits for the next sweep). Each is
+    leased before it is posted (`_retry_claim`), so sweeps running at once never post the
+    same attempt twice, and one killed mid-post leaves it due again after `RETRY_LEASE`.
+    Returns how many were retried."""
+    now = now or timezone.now()
+    started = clock()
     retried = 0
-    for delivery_id in due:
-        claimed = WebhookDelivery.objects.filter(
-            pk=delivery_id, next_attempt_at__isnull=False
-        ).update(next_attempt_at=None)
-        if not claimed:
-            continue
-        delivery = WebhookDelivery.objects.select_related("event", "endpoint").get(pk=delivery_id)
+    while retried < limit and clock() - started < budget.total_seconds():
+        # The lease runs from the moment of the claim, not the sweep's start.
+        elapsed = timedelta(seconds=clock() - started)
+        delivery = _retry_claim(now=now, lease_until=now + elapsed + RETRY_LEASE)
+        if delivery is None:
+            break
         if delivery.endpoint.disabled_at is not None:
+            _lease_release(delivery)
             continue
-        delivery_attempt(event=delivery.event, endpoint=delivery.endpoint)
+        delivery_attempt(event=delivery.event, endpoint=delivery.endpoint, retry_of=delivery)
         retried += 1
     return retried
 

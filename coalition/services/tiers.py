@@ -2,6 +2,8 @@
 at the nightly recalculation and only after the programme's grace period below it."""
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import transaction
@@ -119,45 +121,126 @@ def member_tier_upgrade(*, member: Member, now: datetime | None = None) -> TierC
     return _change(member, state, reached, points, "earn", now, from_tier=current)
 
 
+# The nightly recalculation works in member-id order, a chunk per database transaction, and
+# a task run stops taking chunks after its budget (well inside the 14-minute soft limit): the
+# run that stops enqueues the next one from where it got to, so a night always finishes.
+RECALCULATION_CHUNK = 500
+RECALCULATION_BUDGET = timedelta(minutes=5)
+RECALCULATION_TASK = "coalition.tasks.recalculate_tiers"
+
+
+@dataclass
+class TiersRecalculation:
+    """What one run of the recalculation did, and the member id it stopped after (None: it
+    reached the last member)."""
+
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"downgraded": 0, "marked": 0, "cleared": 0}
+    )
+    resume_after: int | None = None
+
+
 def tiers_recalculate(*, now: datetime | None = None) -> dict[str, int]:
-    """The nightly recalculation: members below their tier's threshold are marked, and moved
-    down once they have stayed below it for the programme's grace period."""
-    now = now or timezone.now()
+    """The nightly recalculation for every member at once (no time budget): members below
+    their tier's threshold are marked, and moved down once they have stayed below it for
+    the programme's grace period. Returns the counts."""
+    return tiers_recalculate_chunks(now=now or timezone.now(), budget=None).counts
+
+
+def tiers_recalculate_chunks(
+    *,
+    now: datetime,
+    after_member_id: int = 0,
+    budget: timedelta | None,
+    chunk_size: int | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> TiersRecalculation:
+    """The nightly recalculation (as of `now`, the same for every run of a night) for the
+    members after `after_member_id`, in member-id chunks (`chunk_size`, by default
+    `RECALCULATION_CHUNK`), until the last member or, with a `budget`, until that much time
+    has passed (at least one chunk is done per run).
+
+    A run that stops early enqueues the recalculation task from its last member id through
+    the outbox, in the transaction of its last chunk: the follow-up exists if and only if
+    that chunk committed, and a night's recalculation always reaches the last member."""
+    chunk_size = chunk_size or RECALCULATION_CHUNK
     tiers_cache_clear()  # the nightly run always reads the tiers as they are now
     tiers = tiers_ordered()
     grace = timedelta(days=programme_get().tier_grace_days)
-    counts = {"downgraded": 0, "marked": 0, "cleared": 0}
+    run = TiersRecalculation()
     if not tiers:
-        return counts
-    states = MemberTier.objects.exclude(tier=tiers[0]).order_by("member_id")
-    for member_id in list(states.values_list("member_id", flat=True)):
+        return run
+    started = clock()
+    last_id = after_member_id
+    while True:
+        member_ids = list(
+            MemberTier.objects.exclude(tier=tiers[0])
+            .filter(member_id__gt=last_id)
+            .order_by("member_id")
+            .values_list("member_id", flat=True)[:chunk_size]
+        )
+        if not member_ids:
+            return run
+        last_id = member_ids[-1]
+        more = len(member_ids) == chunk_size
         with transaction.atomic():
-            # An earn may upgrade this member meanwhile (under their wallet lock): take the
-            # same lock, in the same order, and decide on the state as it is now.
-            _lock_wallets([member_id])
-            state = (
-                MemberTier.objects.select_related("tier", "member")
-                .filter(member_id=member_id)
-                .exclude(tier=tiers[0])
-                .first()
+            _recalculate_chunk(
+                member_ids=member_ids, tiers=tiers, grace=grace, now=now, counts=run.counts
             )
-            if state is None:
-                continue
-            points = qualifying_points(member=state.member, now=now)
-            reached = tier_for_points(tiers, points) or tiers[0]
-            if reached.qualifying_points >= state.tier.qualifying_points:
-                if state.below_since:
-                    state.below_since = None
-                    state.save(update_fields=["below_since"])
-                    counts["cleared"] += 1
-                if reached.qualifying_points > state.tier.qualifying_points:
-                    _change(state.member, state, reached, points, "recalculation", now)
-                continue
-            if state.below_since is None:
-                state.below_since = now
-                state.save(update_fields=["below_since"])
-                counts["marked"] += 1
-            elif now - state.below_since >= grace:
+            out_of_time = budget is not None and clock() - started >= budget.total_seconds()
+            if more and out_of_time:
+                from ..outbox import celery_task_enqueue
+
+                celery_task_enqueue(RECALCULATION_TASK, now.isoformat(), last_id)
+                run.resume_after = last_id
+                return run
+        if not more:
+            return run
+
+
+def _recalculate_chunk(
+    *,
+    member_ids: list[int],
+    tiers: list[Tier],
+    grace: timedelta,
+    now: datetime,
+    counts: dict[str, int],
+) -> None:
+    """One chunk of the recalculation, set-based: the qualifying points of the chunk in one
+    query, the marks set and cleared in one UPDATE each (tier changes one by one: few)."""
+    from .batch import qualifying_points_by_member  # batch imports this module
+
+    # An earn may upgrade a member meanwhile (under their wallet lock): take the same locks,
+    # in member-id order as every writer does, and decide on the states as they are now.
+    _lock_wallets(member_ids)
+    states = list(
+        MemberTier.objects.select_related("tier")
+        .filter(member_id__any=member_ids)
+        .exclude(tier=tiers[0])
+        .order_by("member_id")
+    )
+    points_by_member = qualifying_points_by_member(
+        member_ids=[state.member_id for state in states], now=now
+    )
+    to_clear: list[int] = []
+    to_mark: list[int] = []
+    for state in states:
+        points = points_by_member.get(state.member_id, 0)
+        reached = tier_for_points(tiers, points) or tiers[0]
+        if reached.qualifying_points >= state.tier.qualifying_points:
+            if state.below_since:
+                to_clear.append(state.member_id)
+                counts["cleared"] += 1
+            if reached.qualifying_points > state.tier.qualifying_points:
                 _change(state.member, state, reached, points, "recalculation", now)
-                counts["downgraded"] += 1
-    return counts
+            continue
+        if state.below_since is None:
+            to_mark.append(state.member_id)
+            counts["marked"] += 1
+        elif now - state.below_since >= grace:
+            _change(state.member, state, reached, points, "recalculation", now)
+            counts["downgraded"] += 1
+    if to_clear:
+        MemberTier.objects.filter(member_id__any=to_clear).update(below_since=None)
+    if to_mark:
+        MemberTier.objects.filter(member_id__any=to_mark).update(below_since=now)

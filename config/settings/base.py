@@ -162,6 +162,8 @@ COALITION = {
     "MAX_POINTS_PER_TRANSACTION": env.int("COALITION_MAX_POINTS_PER_TRANSACTION", 10_000_000),
     # The expiry sweep's parallel ranges of members (PostgreSQL), one connection each.
     "EXPIRY_WORKERS": env.int("COALITION_EXPIRY_WORKERS", 2),
+    # Days before points expire that the member is told by mail (coalition/notifications.py).
+    "EXPIRY_NOTICE_DAYS": env.int("COALITION_EXPIRY_NOTICE_DAYS", 30),
     # The ledger's hot statements as server-side prepared statements (PostgreSQL;
     # coalition/prepared.py). Off by default behind PgBouncer in transaction pooling mode.
     "PREPARED_STATEMENTS": env.bool(
@@ -281,6 +283,10 @@ CELERY_BEAT_SCHEDULE["relay-outbox"] = {
 CELERY_BEAT_SCHEDULE["purge-outbox"] = {
     "task": "coalition.tasks.purge_outbox",
     "schedule": crontab(hour=4, minute=30),
+}
+CELERY_BEAT_SCHEDULE["send-expiry-notices"] = {
+    "task": "coalition.tasks.send_expiry_notices",
+    "schedule": crontab(hour=7, minute=0),
 }
 
 # Security headers (config/security.py): a Content-Security-Policy with per-response nonces
