@@ -103,6 +103,18 @@ def _fresh_rate_limits():
 
 
 @pytest.fixture
+def tiers(db):
+    """Three tiers: Base from 0 qualifying points, Silver from 1,000, Gold from 5,000."""
+    from coalition.models import Tier
+
+    return {
+        "base": Tier.objects.create(code="base", name="Base", qualifying_points=0),
+        "silver": Tier.objects.create(code="silver", name="Silver", qualifying_points=1000),
+        "gold": Tier.objects.create(code="gold", name="Gold", qualifying_points=5000),
+    }
+
+
+@pytest.fixture
 def staff_user(db):
     return factories.finance_staff("finance")
 

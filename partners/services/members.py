@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -63,13 +64,15 @@ def member_enroll(
         "referral_code": referral_code,
     }
     request_hash = _enrolment_fingerprint(request, password, secret=settings.SECRET_KEY)
-    replayed = _enrolment_replay(
+    replay = functools.partial(
+        _enrolment_replay,
         caller=caller,
         idempotency_key=idempotency_key,
         request=request,
         password=password,
         request_hash=request_hash,
     )
+    replayed = replay()
     if replayed is not None:
         return Enrolment(replayed, replayed=True)
     require_active_partner(partner)
@@ -95,13 +98,7 @@ def member_enroll(
         # enrolled the email and committed while this one waited for it. Replay it.
         if refusal.field != "email":
             raise
-        replayed = _enrolment_replay(
-            caller=caller,
-            idempotency_key=idempotency_key,
-            request=request,
-            password=password,
-            request_hash=request_hash,
-        )
+        replayed = replay()
         if replayed is None:
             raise
         return Enrolment(replayed, replayed=True)

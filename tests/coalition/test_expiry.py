@@ -15,14 +15,6 @@ MICROSECOND = timedelta(microseconds=1)
 
 
 @pytest.fixture
-def fixed_12_months(programme):
-    programme.expiry_policy = Programme.ExpiryPolicy.FIXED
-    programme.expiry_months = 12
-    programme.save()
-    return programme
-
-
-@pytest.fixture
 def inactivity_6_months(programme):
     programme.expiry_policy = Programme.ExpiryPolicy.INACTIVITY
     programme.expiry_months = 6

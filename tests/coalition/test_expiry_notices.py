@@ -19,14 +19,6 @@ EXPIRES = datetime(2031, 1, 15, 9, 0, tzinfo=UTC)  # their expiry under a 12-mon
 NOTICE_RUN = EXPIRES - timedelta(days=20)  # inside the default 30 days
 
 
-@pytest.fixture
-def fixed_12_months(programme):
-    programme.expiry_policy = Programme.ExpiryPolicy.FIXED
-    programme.expiry_months = 12
-    programme.save()
-    return programme
-
-
 def run_notices(now=NOTICE_RUN) -> dict:
     """One daily run, then the outbox relay that sends its mails (run on commit in
     production; the test's transaction never commits)."""

@@ -19,14 +19,6 @@ EXPIRE = LedgerTransaction.Kind.EXPIRE
 
 
 @pytest.fixture
-def fixed_12_months(programme):
-    programme.expiry_policy = Programme.ExpiryPolicy.FIXED
-    programme.expiry_months = 12
-    programme.save()
-    return programme
-
-
-@pytest.fixture
 def inactivity_6_months(programme):
     programme.expiry_policy = Programme.ExpiryPolicy.INACTIVITY
     programme.expiry_months = 6

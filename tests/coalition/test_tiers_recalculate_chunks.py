@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from coalition import services
-from coalition.models import MemberTier, OutboxMessage, Tier, TierChange
+from coalition.models import MemberTier, OutboxMessage, TierChange
 from coalition.outbox import outbox_relay
 from coalition.services import tiers as tiers_service
 from coalition.tasks import recalculate_tiers
@@ -18,15 +18,6 @@ NIGHT = T0 + timedelta(days=365, hours=1)  # the earns of T0 no longer qualify
 GRACE = timedelta(days=30)
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def tiers(db):
-    return {
-        "base": Tier.objects.create(code="base", name="Base", qualifying_points=0),
-        "silver": Tier.objects.create(code="silver", name="Silver", qualifying_points=1000),
-        "gold": Tier.objects.create(code="gold", name="Gold", qualifying_points=5000),
-    }
 
 
 # (points earned at T0, points earned at T0 + 200 days, marked below how long before NIGHT)

@@ -14,15 +14,6 @@ YEAR = timedelta(days=365)
 
 
 @pytest.fixture
-def tiers(db):
-    return {
-        "base": Tier.objects.create(code="base", name="Base", qualifying_points=0),
-        "silver": Tier.objects.create(code="silver", name="Silver", qualifying_points=1000),
-        "gold": Tier.objects.create(code="gold", name="Gold", qualifying_points=5000),
-    }
-
-
-@pytest.fixture
 def silver_member(member, partner, tiers, django_capture_on_commit_callbacks):
     """A member who earned 600 at T0 and 450 at T0 + 100 days: Silver since then. A year
     after T0 only the 450 qualify, until T0 + 465 days."""
