@@ -307,10 +307,14 @@ def load(transactions: int, members: int) -> dict:
         f"  {transactions:,} transactions and {entries:,} entries loaded in "
         f"{time.perf_counter() - started:.1f} s"
     )
+    from api.management.commands.create_staff_token import finance_group
+
     user_model = get_user_model()
     staff, _ = user_model.objects.get_or_create(
         username="bench-finance", defaults={"is_staff": True}
     )
+    staff.groups.add(finance_group())  # creating runs needs api.manage_settlement
+    staff = user_model.objects.get(pk=staff.pk)  # permissions are cached per object
     return {"staff": staff, "now": now}
 
 
