@@ -358,6 +358,45 @@ def payment_intents_of_customer(customer_id: str) -> list[PaymentInfo]:
     return [payment for payment in payments if payment.customer == customer_id]
 
 
+@dataclass(frozen=True)
+class ChargeInfo:
+    """A PaymentIntent's latest charge: what it charged and refunded, in Stripe's units, and
+    (when it is disputed) every dispute of it as (id, status, amount)."""
+
+    id: str
+    amount: int
+    amount_refunded: int
+    disputed: bool
+    disputes: tuple[tuple[str, str, int], ...] = ()
+
+
+def payment_intent_charge(payment_intent_id: str) -> ChargeInfo | None:
+    """The latest charge of a PaymentIntent, with its disputes when disputed (None: the
+    intent has no charge). Reads only."""
+    intent = _call(
+        lambda: client().v1.payment_intents.retrieve(
+            payment_intent_id, {"expand": ["latest_charge"]}
+        )
+    )
+    charge = getattr(intent, "latest_charge", None)
+    if charge is None or isinstance(charge, str):
+        return None
+    disputed = bool(getattr(charge, "disputed", False))
+    disputes: tuple[tuple[str, str, int], ...] = ()
+    if disputed:
+        page = _call(lambda: client().v1.disputes.list({"charge": charge.id, "limit": 100}))
+        disputes = _call(
+            lambda: tuple((d.id, str(d.status), int(d.amount)) for d in _auto_paging(page))
+        )
+    return ChargeInfo(
+        id=charge.id,
+        amount=int(charge.amount),
+        amount_refunded=int(getattr(charge, "amount_refunded", 0) or 0),
+        disputed=disputed,
+        disputes=disputes,
+    )
+
+
 # --------------------------------------------------------------------------- payouts
 
 

@@ -194,36 +194,22 @@ class KeptPayment:
 
 
 def _payment_kept(payment_id: str) -> KeptPayment | None:
-    """What Stripe keeps of a succeeded PaymentIntent, from its latest charge
-    (``amount_refunded``, ``disputed``) and, when disputed, the charge's disputes; ``None``
-    if the intent has no charge.
-
-    The gateway has no call for charges or disputes yet (another change owns it), so this
-    reads them through the gateway's own client and error translation: same API key,
-    ``api_base``, API version, retries and timeout. Reads only, so no idempotency key.
-    """
-    client = gateway.client()
-    intent = gateway._call(
-        lambda: client.v1.payment_intents.retrieve(payment_id, {"expand": ["latest_charge"]})
-    )
-    charge = getattr(intent, "latest_charge", None)
-    if charge is None or isinstance(charge, str):
+    """What Stripe keeps of a succeeded PaymentIntent, from its latest charge (refunds, and
+    the funds its disputes withdrew); ``None`` if the intent has no charge."""
+    charge = gateway.payment_intent_charge(payment_id)
+    if charge is None:
         return None
-    charged = int(charge.amount)
-    refunded = int(getattr(charge, "amount_refunded", 0) or 0)
-    disputes: list[tuple[str, str, int]] = []
-    if getattr(charge, "disputed", False):
-        page = gateway._call(lambda: client.v1.disputes.list({"charge": charge.id, "limit": 100}))
-        listed = gateway._call(lambda: list(page.auto_paging_iter()))
+    disputes = [d for d in charge.disputes if d[1] not in _DISPUTE_FUNDS_KEPT]
+    if charge.disputed and not charge.disputes:
+        # Disputed, yet no dispute to read: assume the worst, and say so.
         disputes = [
-            (d.id, str(d.status), int(d.amount))
-            for d in listed
-            if str(d.status) not in _DISPUTE_FUNDS_KEPT
+            ("dispute not found", "unknown", max(charge.amount - charge.amount_refunded, 0))
         ]
-        if not listed:  # disputed, yet no dispute to read: assume the worst, and say so
-            disputes = [("dispute not found", "unknown", max(charged - refunded, 0))]
     return KeptPayment(
-        charge_id=charge.id, charged=charged, refunded=refunded, disputes=tuple(disputes)
+        charge_id=charge.id,
+        charged=charge.amount,
+        refunded=charge.amount_refunded,
+        disputes=tuple(disputes),
     )
 
 
