@@ -67,14 +67,10 @@ Kind = LedgerTransaction.Kind
 UNEXPIRE_CALLER = "system:expiry"
 CLOSED_WALLET_CALLER = "system:closed-wallet"
 
-# Hooks of other apps, dotted paths of `fn(event: ReversalEvent) -> Any`: "before" run once
-# the reversal is validated and the wallet locked, before it posts; "after" once it has
-# posted (`event.reversal` set). `settings.COALITION_REVERSAL_HOOKS` replaces this default;
-# a hook of an app that is not installed is skipped.
-DEFAULT_REVERSAL_HOOKS: dict[str, list[str]] = {
-    "before": ["charity.services.donations.round_up_refund_on_reversal"],
-    "after": ["partners.services.earning.earn_rewards_release_on_reversal"],
-}
+# Hooks of other apps (`settings.COALITION_REVERSAL_HOOKS`), dotted paths of
+# `fn(event: ReversalEvent) -> Any`: "before" run once the reversal is validated and the
+# wallet locked, before it posts; "after" once it has posted (`event.reversal` set). A hook
+# of an app that is not installed is skipped.
 
 
 @dataclass(frozen=True)
@@ -100,7 +96,7 @@ class ReversalEvent:
 
 
 def _hooks(phase: str) -> list[Callable[[ReversalEvent], Any]]:
-    configured = getattr(settings, "COALITION_REVERSAL_HOOKS", DEFAULT_REVERSAL_HOOKS)
+    configured = getattr(settings, "COALITION_REVERSAL_HOOKS", {})
     return [
         import_string(path)
         for path in configured.get(phase, [])

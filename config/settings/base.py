@@ -322,6 +322,14 @@ COALITION_PRIVACY = {
     "EXPORT_SECTIONS": {},
 }
 
+# What other apps undo when a transaction is reversed (coalition/services/reversals.py):
+# "before" the reversal posts (the charity app refunds a refunded earn's round-up donation),
+# "after" it (the partners app releases promotion limits and claws back referral bonuses).
+COALITION_REVERSAL_HOOKS = {
+    "before": ["charity.services.donations.round_up_refund_on_reversal"],
+    "after": ["partners.services.earning.earn_rewards_release_on_reversal"],
+}
+
 # Read replica, opt-in (config/db_router.py): only with REPLICA_DATABASE_URL, and only reads
 # wrapped in `replica_reads()`; tests run without it (the test runner mirrors it to default).
 if env.str("REPLICA_DATABASE_URL", default=""):
