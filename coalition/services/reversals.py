@@ -18,7 +18,7 @@ original set off, so that no wallet, charity or counter keeps what the refund to
   record is forfeited into breakage at once, by an EXPIRE transaction (`metadata.reason`
   "closed", `metadata.reversal`), as erasure itself does.
 - **Other apps' follow-ups** run in the same database transaction, under the wallet lock,
-  through hooks (`COALITION_REVERSAL_HOOKS`, below): the charity app refunds the round-up
+  through hooks (`settings.COALITION_REVERSAL_HOOKS`): the charity app refunds the round-up
   donation of a refunded earn before the reversal posts (so the points come back to the
   lots before the earn takes its own lot back), the partners app releases promotion limits
   and budgets and claws back referral bonuses after it.
